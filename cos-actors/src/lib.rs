@@ -1,0 +1,15 @@
+//! Chief of State actors. A command goes gateway -> [`router`] -> [`region`] (one per entity type) ->
+//! [`shard`] -> [`entity`]. Entities are local actors, never remotable; only regions (and, later, the
+//! coordinator and membership actors) cross nodes.
+
+pub mod entity;
+pub mod envelope;
+pub mod passivation;
+pub mod region;
+pub mod router;
+pub mod runtime;
+pub mod shard;
+
+pub use envelope::{EntityEnvelope, EntityRequest, EntityResult};
+pub use router::{EntityRouter, RouterError};
+pub use runtime::EntityTypeRuntime;

@@ -1,0 +1,131 @@
+//! The per-node active-entity limit, divided evenly between the shards a node hosts (as Pekko does), and
+//! the least-recently-used order each shard keeps to decide whom to passivate first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Node-wide passivation limits, shared by every shard of every entity type.
+#[derive(Debug)]
+pub struct PassivationBudget {
+    max_active_entities: usize,
+    idle_timeout: Option<Duration>,
+    local_shards: AtomicUsize,
+}
+
+impl PassivationBudget {
+    pub fn new(max_active_entities: usize, idle_timeout: Option<Duration>) -> Self {
+        Self {
+            max_active_entities: max_active_entities.max(1),
+            idle_timeout,
+            local_shards: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// Called when a shard starts on this node.
+    pub fn shard_started(&self) {
+        self.local_shards.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called when a shard stops on this node.
+    pub fn shard_stopped(&self) {
+        let _ = self
+            .local_shards
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                Some(count.saturating_sub(1))
+            });
+    }
+
+    /// How many entities one shard may keep live right now.
+    pub fn per_shard_limit(&self) -> usize {
+        let shards = self.local_shards.load(Ordering::Relaxed).max(1);
+        (self.max_active_entities / shards).max(1)
+    }
+}
+
+/// Keys ordered by last use: O(log n) touch, oldest first.
+#[derive(Debug)]
+pub struct LruOrder<K: Clone + Eq + Hash + Ord> {
+    clock: u64,
+    tick_of: HashMap<K, u64>,
+    by_tick: BTreeMap<u64, K>,
+}
+
+impl<K: Clone + Eq + Hash + Ord> Default for LruOrder<K> {
+    fn default() -> Self {
+        Self {
+            clock: 0,
+            tick_of: HashMap::new(),
+            by_tick: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash + Ord> LruOrder<K> {
+    /// Marks a key as just used.
+    pub fn touch(&mut self, key: &K) {
+        self.clock += 1;
+        if let Some(previous) = self.tick_of.insert(key.clone(), self.clock) {
+            self.by_tick.remove(&previous);
+        }
+        self.by_tick.insert(self.clock, key.clone());
+    }
+
+    pub fn remove(&mut self, key: &K) {
+        if let Some(tick) = self.tick_of.remove(key) {
+            self.by_tick.remove(&tick);
+        }
+    }
+
+    /// The least recently used key.
+    pub fn oldest(&self) -> Option<&K> {
+        self.by_tick.values().next()
+    }
+
+    /// Keys from least to most recently used.
+    pub fn oldest_first(&self) -> impl Iterator<Item = &K> {
+        self.by_tick.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tick_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tick_of.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_returns_the_least_recently_touched_key() {
+        let mut order = LruOrder::default();
+        order.touch(&"a");
+        order.touch(&"b");
+        order.touch(&"a");
+        assert_eq!(order.oldest(), Some(&"b"));
+        order.remove(&"b");
+        assert_eq!(order.oldest(), Some(&"a"));
+        assert_eq!(order.len(), 1);
+    }
+
+    #[test]
+    fn the_node_limit_is_split_between_local_shards() {
+        let budget = PassivationBudget::new(100, None);
+        assert_eq!(budget.per_shard_limit(), 100);
+        for _ in 0..4 {
+            budget.shard_started();
+        }
+        assert_eq!(budget.per_shard_limit(), 25);
+        budget.shard_stopped();
+        assert_eq!(budget.per_shard_limit(), 33);
+    }
+}

@@ -1,0 +1,11 @@
+//! Chief of State core: domain types, settings, stores and write-handler clients. Knows nothing of actors.
+
+pub mod domain;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod proto;
+pub mod settings;
+pub mod sharding;
+pub mod store;
+pub mod validation;

@@ -1,0 +1,188 @@
+//! Journal and snapshot storage behind one trait that never names a database type (the TiKV rule), with a
+//! PostgreSQL and an embedded SQLite implementation, and a group-commit writer in front of either.
+//!
+//! Payloads are the protobuf bytes of `EventWrapper` (journal) and `StateWrapper` (snapshots), as in the
+//! original. The key (entity type, entity id, revision) is unique: a second writer for a revision is
+//! rejected with [`StoreError::Conflict`], never overwritten.
+
+pub mod postgres;
+pub mod snapshot_policy;
+pub mod sqlite;
+mod writer;
+
+use async_trait::async_trait;
+use prost::Message;
+
+use crate::domain::{EntityKey, Revision};
+use crate::proto::chief_of_state::v1::{EventWrapper, StateWrapper};
+
+pub use writer::{JournalWriter, WriterOptions};
+
+/// Manifest stored beside each event payload (the original's serializer manifest).
+pub const EVENT_MANIFEST: &str = "chief_of_state.v1.EventWrapper";
+/// Manifest stored beside each snapshot payload.
+pub const SNAPSHOT_MANIFEST: &str = "chief_of_state.v1.StateWrapper";
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A revision being written already exists: another writer got there first.
+    #[error("revision already written by another writer: {0}")]
+    Conflict(String),
+    /// The database could not be reached or refused the operation; nothing was committed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes do not decode, or disagree with their row.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The schema could not be created or migrated.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// One event ready to be written: its revision and its encoded `EventWrapper`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    pub revision: Revision,
+    pub payload: Vec<u8>,
+}
+
+/// A snapshot to save with an append, and what it makes obsolete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotWrite {
+    pub revision: Revision,
+    /// Encoded `StateWrapper`.
+    pub payload: Vec<u8>,
+    /// Snapshots with a lower revision are deleted (the retention limit).
+    pub delete_snapshots_before: Revision,
+    /// Events up to and including this revision are deleted (journal compaction), when set.
+    pub delete_events_through: Option<Revision>,
+}
+
+/// All events of one command for one entity, written atomically, plus an optional snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub key: EntityKey,
+    /// The entity's shard, stored for read sides.
+    pub shard: u32,
+    pub events: Vec<EncodedEvent>,
+    pub snapshot: Option<SnapshotWrite>,
+}
+
+/// A raw stored row: its revision and payload bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub revision: Revision,
+    pub payload: Vec<u8>,
+}
+
+/// Where a recovered state came from (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverySource {
+    Snapshot,
+    Event,
+}
+
+/// The newest state of an entity as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredState {
+    pub revision: Revision,
+    pub state: StateWrapper,
+    pub source: RecoverySource,
+}
+
+/// The storage contract shared by PostgreSQL and SQLite.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Writes every request in one transaction: all of them or none. A revision that already exists fails
+    /// the whole call with [`StoreError::Conflict`].
+    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError>;
+
+    /// The newest event row of an entity, if any.
+    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError>;
+
+    /// The newest snapshot row of an entity, if any.
+    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError>;
+
+    /// Events of an entity with a revision above `after`, in revision order.
+    async fn events_after(
+        &self,
+        key: &EntityKey,
+        after: Revision,
+    ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// Revisions of the snapshots kept for an entity, ascending.
+    async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError>;
+
+    /// Closes connections; later calls fail.
+    async fn close(&self);
+
+    /// The entity's current state. Every event stores its resulting state, so the newest of (newest
+    /// snapshot, newest event) *is* the state: recovery reads at most one snapshot and one event, whatever the
+    /// length of the history, and never calls the write handler.
+    async fn latest_state(&self, key: &EntityKey) -> Result<Option<StoredState>, StoreError> {
+        let newest_event = self.newest_event(key).await?;
+        let newest_snapshot = self.newest_snapshot(key).await?;
+        let snapshot_is_newer = match (&newest_event, &newest_snapshot) {
+            (Some(event), Some(snapshot)) => snapshot.revision >= event.revision,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if snapshot_is_newer && let Some(snapshot) = newest_snapshot {
+            return Ok(Some(StoredState {
+                revision: snapshot.revision,
+                state: decode_state(&snapshot)?,
+                source: RecoverySource::Snapshot,
+            }));
+        }
+        let Some(event) = newest_event else {
+            return Ok(None);
+        };
+        let wrapper = decode_event(&event)?;
+        Ok(Some(StoredState {
+            revision: event.revision,
+            state: StateWrapper {
+                state: wrapper.resulting_state,
+                meta: wrapper.meta,
+            },
+            source: RecoverySource::Event,
+        }))
+    }
+}
+
+/// Decodes a journal row and checks it against its revision.
+pub fn decode_event(row: &StoredRow) -> Result<EventWrapper, StoreError> {
+    let wrapper = EventWrapper::decode(row.payload.as_slice())
+        .map_err(|error| StoreError::Corrupt(format!("event {}: {error}", row.revision)))?;
+    let meta_revision = wrapper.meta.as_ref().map_or(0, |meta| meta.revision_number);
+    if meta_revision != row.revision {
+        return Err(StoreError::Corrupt(format!(
+            "event row {} carries revision {meta_revision} in its meta",
+            row.revision
+        )));
+    }
+    Ok(wrapper)
+}
+
+/// Decodes a snapshot row and checks it against its revision.
+pub fn decode_state(row: &StoredRow) -> Result<StateWrapper, StoreError> {
+    let state = StateWrapper::decode(row.payload.as_slice())
+        .map_err(|error| StoreError::Corrupt(format!("snapshot {}: {error}", row.revision)))?;
+    let meta_revision = state.meta.as_ref().map_or(0, |meta| meta.revision_number);
+    if meta_revision != row.revision {
+        return Err(StoreError::Corrupt(format!(
+            "snapshot row {} carries revision {meta_revision} in its meta",
+            row.revision
+        )));
+    }
+    Ok(state)
+}
+
+/// Milliseconds since the Unix epoch, for `written_at` columns.
+pub(crate) fn now_epoch_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,212 @@
+//! The embedded SQLite journal: the zero-setup default for a single node. WAL mode with full fsync, so a
+//! committed command survives a crash; group commit keeps that affordable.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::domain::{EntityKey, Revision};
+use crate::settings::SqliteSettings;
+use crate::store::{AppendRequest, Journal, StoreError, StoredRow, now_epoch_millis};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// A journal and snapshot store in one SQLite file.
+pub struct SqliteJournal {
+    pool: SqlitePool,
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) `cos.db` in the data directory and applies pending migrations.
+    pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        tokio::fs::create_dir_all(&settings.data_dir)
+            .await
+            .map_err(|error| {
+                StoreError::Unavailable(format!(
+                    "cannot create data directory {}: {error}",
+                    settings.data_dir.display()
+                ))
+            })?;
+        let file = settings.database_file();
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot open {}: {error}", file.display()))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|error| StoreError::Migration(format!("{}: {error}", file.display())))?;
+        Ok(Self { pool })
+    }
+}
+
+fn store_error(error: sqlx::Error) -> StoreError {
+    let unique_violation = error
+        .as_database_error()
+        .is_some_and(|database_error| database_error.is_unique_violation());
+    if unique_violation {
+        StoreError::Conflict(error.to_string())
+    } else {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+fn rows_to_stored(rows: Vec<SqliteRow>) -> Result<Vec<StoredRow>, StoreError> {
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in rows {
+        let revision: i64 = row.try_get(0).map_err(store_error)?;
+        let payload: Vec<u8> = row.try_get(1).map_err(store_error)?;
+        let revision = Revision::try_from(revision)
+            .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))?;
+        stored.push(StoredRow { revision, payload });
+    }
+    Ok(stored)
+}
+
+async fn write_request(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request: &AppendRequest,
+    written_at: i64,
+) -> Result<(), sqlx::Error> {
+    let entity_type = request.key.entity_type.as_str();
+    let entity_id = request.key.entity_id.as_str();
+    for event in &request.events {
+        sqlx::query(
+            "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entity_type)
+        .bind(entity_id)
+        .bind(i64::from(event.revision))
+        .bind(i64::from(request.shard))
+        .bind(event.payload.as_slice())
+        .bind(written_at)
+        .execute(&mut **transaction)
+        .await?;
+    }
+    let Some(snapshot) = &request.snapshot else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO cos_snapshots (entity_type, entity_id, revision, snapshot_payload, created_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(entity_type)
+    .bind(entity_id)
+    .bind(i64::from(snapshot.revision))
+    .bind(snapshot.payload.as_slice())
+    .bind(written_at)
+    .execute(&mut **transaction)
+    .await?;
+    sqlx::query(
+        "DELETE FROM cos_snapshots WHERE entity_type = ? AND entity_id = ? AND revision < ?",
+    )
+    .bind(entity_type)
+    .bind(entity_id)
+    .bind(i64::from(snapshot.delete_snapshots_before))
+    .execute(&mut **transaction)
+    .await?;
+    if let Some(through) = snapshot.delete_events_through {
+        sqlx::query(
+            "DELETE FROM cos_journal WHERE entity_type = ? AND entity_id = ? AND revision <= ?",
+        )
+        .bind(entity_type)
+        .bind(entity_id)
+        .bind(i64::from(through))
+        .execute(&mut **transaction)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Journal for SqliteJournal {
+    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
+        let written_at = now_epoch_millis();
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        for request in requests {
+            write_request(&mut transaction, request, written_at)
+                .await
+                .map_err(store_error)?;
+        }
+        transaction.commit().await.map_err(store_error)
+    }
+
+    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, event_payload FROM cos_journal WHERE entity_type = ? AND entity_id = ? \
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows_to_stored(rows)?.pop())
+    }
+
+    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = ? AND entity_id = ? \
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows_to_stored(rows)?.pop())
+    }
+
+    async fn events_after(
+        &self,
+        key: &EntityKey,
+        after: Revision,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, event_payload FROM cos_journal WHERE entity_type = ? AND entity_id = ? \
+             AND revision > ? ORDER BY revision",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .bind(i64::from(after))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows_to_stored(rows)
+    }
+
+    async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = ? AND entity_id = ? \
+             ORDER BY revision",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows_to_stored(rows)?
+            .into_iter()
+            .map(|row| row.revision)
+            .collect())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

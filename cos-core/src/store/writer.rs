@@ -1,0 +1,118 @@
+//! Group commit: appends from many entities share one transaction, so throughput is not one fsync per
+//! command. Per-entity order stays strict because an entity awaits its append before its next command.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::store::{AppendRequest, Journal, StoreError};
+
+/// Limits of the group-commit writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Most append requests in one transaction.
+    pub max_batch_requests: usize,
+    /// Transactions in flight at once (1 for SQLite, which has a single writer).
+    pub max_concurrent_batches: usize,
+    /// Requests queued before `append` waits (backpressure).
+    pub queue_capacity: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_requests: 512,
+            max_concurrent_batches: 1,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+struct PendingAppend {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A cloneable handle to the group-commit task; the task ends when every handle is dropped, after
+/// finishing what was queued.
+#[derive(Clone)]
+pub struct JournalWriter {
+    sender: mpsc::Sender<PendingAppend>,
+}
+
+impl JournalWriter {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn spawn(journal: Arc<dyn Journal>, options: WriterOptions) -> (Self, JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let task = tokio::spawn(run_writer(journal, options, receiver));
+        (Self { sender }, task)
+    }
+
+    /// Appends one entity's events (atomically) and waits until they are committed.
+    pub async fn append(&self, request: AppendRequest) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(PendingAppend { request, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("journal writer stopped".to_string()))?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("journal writer stopped before answering".to_string())
+        })?
+    }
+}
+
+async fn run_writer(
+    journal: Arc<dyn Journal>,
+    options: WriterOptions,
+    mut receiver: mpsc::Receiver<PendingAppend>,
+) {
+    let max_concurrent = options.max_concurrent_batches.max(1);
+    let slots = Arc::new(Semaphore::new(max_concurrent));
+    while let Some(first) = receiver.recv().await {
+        // Wait for a free transaction slot before collecting the batch: requests that arrive meanwhile join it.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < options.max_batch_requests {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let journal = journal.clone();
+        tokio::spawn(async move {
+            commit_batch(journal.as_ref(), batch).await;
+            drop(slot);
+        });
+    }
+    // Wait for the batches still in flight.
+    let permits = u32::try_from(max_concurrent).unwrap_or(u32::MAX);
+    let _all_done = slots.acquire_many(permits).await;
+}
+
+/// Commits a batch in one transaction; if a conflict fails it, retries each request alone so only the
+/// conflicting entity is refused.
+async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
+    let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.request, pending.reply))
+        .unzip();
+    let outcome = journal.append_atomically(&requests).await;
+    match outcome {
+        Err(StoreError::Conflict(_)) if requests.len() > 1 => {
+            for (request, reply) in requests.iter().zip(replies) {
+                let single = journal
+                    .append_atomically(std::slice::from_ref(request))
+                    .await;
+                let _receiver_gone = reply.send(single);
+            }
+        }
+        shared => {
+            for reply in replies {
+                let _receiver_gone = reply.send(shared.clone());
+            }
+        }
+    }
+}

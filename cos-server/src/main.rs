@@ -1,0 +1,82 @@
+//! `cos`: runs one Chief of State node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cos_core::settings::{LoadOptions, Settings};
+use cos_server::RunningNode;
+
+/// Chief of State: a persistence service for event-sourced applications.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Optional YAML or TOML settings file; `COS_*` environment variables override it.
+    #[arg(long, env = "COS_CONFIG_FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&LoadOptions::from_process_env(cli.config)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("cos: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    cos_server::logging::init(&settings.logging);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cos: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "node failed");
+            eprintln!("cos: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut node = RunningNode::start(settings).await?;
+    let signal = tokio::select! {
+        signal = shutdown_signal() => Some(signal),
+        result = node.wait() => {
+            result?;
+            None
+        }
+    };
+    if let Some(signal) = signal {
+        tracing::info!(signal, "shutdown requested");
+        node.begin_shutdown();
+        node.wait().await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}

@@ -1,0 +1,213 @@
+//! The life cycle of one node: open the store, start the write-handler clients and shard regions, serve
+//! gRPC, and on shutdown stop in order — no new requests, finish in-flight commands, stop entities, flush
+//! the journal writer, close the store — logging each phase.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cos_actors::passivation::PassivationBudget;
+use cos_actors::{EntityRouter, EntityTypeRuntime, RouterError};
+use cos_core::handler::{GrpcWriteHandler, HandlerSetupError};
+use cos_core::proto::chief_of_state::v1::chief_of_state_service_server::ChiefOfStateServiceServer;
+use cos_core::settings::{Settings, StoreSettings};
+use cos_core::store::postgres::PostgresJournal;
+use cos_core::store::sqlite::SqliteJournal;
+use cos_core::store::{Journal, JournalWriter, StoreError, WriterOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::gateway::Gateway;
+
+/// Largest request or response message the gateway accepts (bytes); bigger ones get RESOURCE_EXHAUSTED.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long shutdown waits for the journal writer to flush.
+const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("write handler of entity type {entity_type}: {source}")]
+    Handler {
+        entity_type: String,
+        source: HandlerSetupError,
+    },
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A started node; dropping it does not stop it, call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    local_address: SocketAddr,
+    stop_serving: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), NodeError>>,
+    /// Set once `server` has completed, so it is never polled again.
+    finished: bool,
+}
+
+impl RunningNode {
+    /// Starts a node and returns once its gRPC port accepts connections.
+    pub async fn start(settings: Settings) -> Result<Self, NodeError> {
+        let journal = open_store(&settings.store).await?;
+        let writer_options = writer_options(&settings.store);
+        let (writer, writer_task) = JournalWriter::spawn(journal.clone(), writer_options);
+
+        let mut runtimes = Vec::new();
+        for entity_type in settings.entity_types.types.values() {
+            let handler =
+                GrpcWriteHandler::connect_lazy(&entity_type.write_handler, &settings.grpc_client)
+                    .map_err(|source| NodeError::Handler {
+                    entity_type: entity_type.name.to_string(),
+                    source,
+                })?;
+            runtimes.push(Arc::new(EntityTypeRuntime {
+                settings: entity_type.clone(),
+                handler: Arc::new(handler),
+                journal: journal.clone(),
+                writer: writer.clone(),
+                num_shards: settings.num_shards,
+            }));
+        }
+        // Only the runtimes (owned by the actors) keep the writer alive from here on.
+        drop(writer);
+        let budget = Arc::new(PassivationBudget::new(
+            settings.passivation.max_active_entities,
+            settings.passivation.idle_timeout,
+        ));
+        let router = Arc::new(
+            EntityRouter::start(runtimes, settings.entity_types.default_type.clone(), budget)
+                .await?,
+        );
+
+        let listener = TcpListener::bind(settings.grpc_listen_address)
+            .await
+            .map_err(|source| NodeError::Bind {
+                address: settings.grpc_listen_address,
+                source,
+            })?;
+        let local_address = listener.local_addr().map_err(|source| NodeError::Bind {
+            address: settings.grpc_listen_address,
+            source,
+        })?;
+        let service = ChiefOfStateServiceServer::new(Gateway::new(router.clone(), &settings))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (stop_serving, stop_signal) = oneshot::channel::<()>();
+        tracing::info!(address = %local_address, store = store_name(&settings.store),
+            entity_types = settings.entity_types.types.len(), "chief of state is serving grpc");
+        let server = tokio::spawn(async move {
+            let serving = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stop_signal.await;
+                    tracing::info!("shutdown: refusing new requests, finishing in-flight ones");
+                })
+                .await;
+            tracing::info!("shutdown: grpc server stopped; stopping entities");
+            router.stop().await;
+            drop(router);
+            tracing::info!("shutdown: entities stopped; flushing the journal writer");
+            if tokio::time::timeout(WRITER_FLUSH_TIMEOUT, writer_task)
+                .await
+                .is_err()
+            {
+                tracing::error!("shutdown: journal writer did not flush in time");
+            }
+            journal.close().await;
+            tracing::info!("shutdown: store closed; node stopped");
+            serving.map_err(NodeError::from)
+        });
+        Ok(Self {
+            local_address,
+            stop_serving: Some(stop_serving),
+            server,
+            finished: false,
+        })
+    }
+
+    /// The address the gRPC server listens on (useful with port 0).
+    pub fn local_address(&self) -> SocketAddr {
+        self.local_address
+    }
+
+    /// Stops gracefully and waits until everything is closed.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop_serving.take() {
+            let _already_stopping = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the node stops (after [`RunningNode::shutdown`] or a server failure).
+    pub async fn wait(&mut self) -> Result<(), NodeError> {
+        if self.finished {
+            return Ok(());
+        }
+        let outcome = (&mut self.server).await;
+        self.finished = true;
+        match outcome {
+            Ok(result) => result,
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "server task ended abnormally");
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop_serving.take() {
+            let _already_stopping = stop.send(());
+        }
+    }
+}
+
+async fn open_store(store: &StoreSettings) -> Result<Arc<dyn Journal>, StoreError> {
+    match store {
+        StoreSettings::Sqlite(sqlite) => {
+            let journal = SqliteJournal::open(sqlite).await?;
+            tracing::info!(file = %sqlite.database_file().display(), "embedded sqlite store ready");
+            Ok(Arc::new(journal))
+        }
+        StoreSettings::Postgres(postgres) => {
+            let journal = PostgresJournal::connect(postgres).await?;
+            tracing::info!(host = %postgres.host, database = %postgres.database,
+                schema = %postgres.schema, "postgresql store ready");
+            Ok(Arc::new(journal))
+        }
+    }
+}
+
+fn writer_options(store: &StoreSettings) -> WriterOptions {
+    let max_concurrent_batches = match store {
+        // SQLite has a single writer: more concurrent transactions would only queue on its lock.
+        StoreSettings::Sqlite(_) => 1,
+        // Leave one connection for recoveries and reads.
+        StoreSettings::Postgres(postgres) => {
+            usize::try_from(postgres.pool_max_size.saturating_sub(1).max(1)).unwrap_or(1)
+        }
+    };
+    WriterOptions {
+        max_concurrent_batches,
+        ..WriterOptions::default()
+    }
+}
+
+fn store_name(store: &StoreSettings) -> &'static str {
+    match store {
+        StoreSettings::Sqlite(_) => "sqlite",
+        StoreSettings::Postgres(_) => "postgres",
+    }
+}

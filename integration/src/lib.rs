@@ -1,0 +1,4 @@
+//! Black-box test support, the example bank-account write handler, and benchmarks for Chief of State.
+
+pub mod bank;
+pub mod support;

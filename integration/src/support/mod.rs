@@ -1,0 +1,20 @@
+//! Test support: real servers on real sockets. A scriptable write handler, PostgreSQL schemas per test, and
+//! a helper that starts a Chief of State node on SQLite or PostgreSQL.
+
+pub mod database;
+pub mod node;
+pub mod script_handler;
+
+use std::time::Duration;
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let give_up = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < give_up {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
+}

@@ -1,0 +1,157 @@
+//! Starts a real Chief of State node (gRPC on a loopback port) over a real store, configured through the
+//! same `COS_*` variables an operator would use.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cos_core::domain::{EntityId, EntityKey, EntityType};
+use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
+use cos_core::settings::{LoadOptions, Settings, SqliteSettings};
+use cos_core::store::Journal;
+use cos_core::store::postgres::PostgresJournal;
+use cos_core::store::sqlite::SqliteJournal;
+use cos_server::RunningNode;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use super::database::{TestPostgres, unique_schema_name};
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store that outlives node restarts within one test: a temporary SQLite directory or a fresh schema.
+pub struct TestStore {
+    pub backend: Backend,
+    environment: Vec<(String, String)>,
+    sqlite_dir: Option<TempDir>,
+    postgres: Option<(TestPostgres, String)>,
+}
+
+impl TestStore {
+    /// Creates an empty store of the given kind.
+    pub fn new(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let directory = TempDir::new()?;
+                let environment = vec![
+                    ("COS_STORE".to_string(), "sqlite".to_string()),
+                    (
+                        "COS_DATA_DIR".to_string(),
+                        directory.path().display().to_string(),
+                    ),
+                ];
+                Ok(Self {
+                    backend,
+                    environment,
+                    sqlite_dir: Some(directory),
+                    postgres: None,
+                })
+            }
+            Backend::Postgres => {
+                let server = TestPostgres::from_env();
+                let schema = unique_schema_name();
+                Ok(Self {
+                    backend,
+                    environment: server.environment(&schema),
+                    sqlite_dir: None,
+                    postgres: Some((server, schema)),
+                })
+            }
+        }
+    }
+
+    /// The `COS_*` variables that select this store.
+    pub fn environment(&self) -> &[(String, String)] {
+        &self.environment
+    }
+
+    /// Opens the store directly, to inspect what a node wrote.
+    pub async fn open_journal(&self) -> anyhow::Result<Arc<dyn Journal>> {
+        if let Some(directory) = &self.sqlite_dir {
+            let settings = SqliteSettings {
+                data_dir: directory.path().to_path_buf(),
+            };
+            return Ok(Arc::new(SqliteJournal::open(&settings).await?));
+        }
+        let Some((server, schema)) = &self.postgres else {
+            anyhow::bail!("store has neither a directory nor a schema");
+        };
+        let mut settings = server.settings_for_new_schema();
+        settings.schema = schema.clone();
+        Ok(Arc::new(PostgresJournal::connect(&settings).await?))
+    }
+}
+
+/// The storage key of an entity of the default type.
+pub fn default_key(entity_id: &str) -> anyhow::Result<EntityKey> {
+    typed_key(EntityType::DEFAULT_NAME, entity_id)
+}
+
+/// The storage key of an entity of a named type.
+pub fn typed_key(entity_type: &str, entity_id: &str) -> anyhow::Result<EntityKey> {
+    Ok(EntityKey {
+        entity_type: EntityType::parse(entity_type)?,
+        entity_id: EntityId::parse(entity_id)?,
+    })
+}
+
+/// Builds the settings of a test node: the store, a write handler at `handler`, port 0, plus `extra`
+/// variables (which win).
+pub fn test_settings(
+    store: &TestStore,
+    handler: SocketAddr,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Settings> {
+    let mut environment: HashMap<String, String> = HashMap::new();
+    environment.insert("COS_ADDRESS".into(), "127.0.0.1".into());
+    environment.insert("COS_PORT".into(), "0".into());
+    environment.insert("COS_WRITE_SIDE_HOST".into(), handler.ip().to_string());
+    environment.insert("COS_WRITE_SIDE_PORT".into(), handler.port().to_string());
+    for (key, value) in store.environment() {
+        environment.insert(key.clone(), value.clone());
+    }
+    for (key, value) in extra {
+        environment.insert((*key).to_string(), (*value).to_string());
+    }
+    let options = LoadOptions {
+        config_file: None,
+        environment,
+    };
+    Ok(Settings::load(&options)?)
+}
+
+/// A running node and a client connected to it.
+pub struct TestNode {
+    pub node: RunningNode,
+    pub client: ChiefOfStateServiceClient<Channel>,
+}
+
+impl TestNode {
+    /// Starts a node with [`test_settings`].
+    pub async fn start(
+        store: &TestStore,
+        handler: SocketAddr,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(test_settings(store, handler, extra)?).await
+    }
+
+    /// Starts a node with explicit settings.
+    pub async fn start_with(settings: Settings) -> anyhow::Result<Self> {
+        let node = RunningNode::start(settings).await?;
+        let client =
+            ChiefOfStateServiceClient::connect(format!("http://{}", node.local_address())).await?;
+        Ok(Self { node, client })
+    }
+
+    /// Stops the node gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.node.shutdown().await?;
+        Ok(())
+    }
+}
