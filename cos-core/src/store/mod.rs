@@ -98,6 +98,15 @@ pub trait Journal: Send + Sync + 'static {
     /// the whole call with [`StoreError::Conflict`].
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError>;
 
+    /// Writes the requests in one transaction, each atomically on its own (a savepoint each): a request
+    /// whose revision exists gets [`StoreError::Conflict`] while the others are committed. The group-commit
+    /// writer uses it after a conflict failed a whole batch, so one stale writer cannot degrade a batch into
+    /// single-request transactions. The outer error means nothing was committed.
+    async fn append_isolating(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
     /// The newest event row of an entity, if any.
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError>;
 

@@ -189,6 +189,37 @@ impl Journal for PostgresJournal {
         transaction.commit().await.map_err(store_error)
     }
 
+    async fn append_isolating(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let single = std::slice::from_ref(request);
+            let mut savepoint = sqlx::Connection::begin(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            let written = match insert_events(&mut savepoint, single).await {
+                Ok(()) => write_snapshots(&mut savepoint, single).await,
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(()) => {
+                    savepoint.commit().await.map_err(store_error)?;
+                    outcomes.push(Ok(()));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    savepoint.rollback().await.map_err(store_error)?;
+                    outcomes.push(Err(store_error(error)));
+                }
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(outcomes)
+    }
+
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT revision, event_payload FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 \

@@ -54,11 +54,14 @@ impl SqliteJournal {
     }
 }
 
-fn store_error(error: sqlx::Error) -> StoreError {
-    let unique_violation = error
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
         .as_database_error()
-        .is_some_and(|database_error| database_error.is_unique_violation());
-    if unique_violation {
+        .is_some_and(|database_error| database_error.is_unique_violation())
+}
+
+fn store_error(error: sqlx::Error) -> StoreError {
+    if is_unique_violation(&error) {
         StoreError::Conflict(error.to_string())
     } else {
         StoreError::Unavailable(error.to_string())
@@ -144,6 +147,33 @@ impl Journal for SqliteJournal {
                 .map_err(store_error)?;
         }
         transaction.commit().await.map_err(store_error)
+    }
+
+    async fn append_isolating(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let written_at = now_epoch_millis();
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            let mut savepoint = sqlx::Connection::begin(&mut *transaction)
+                .await
+                .map_err(store_error)?;
+            match write_request(&mut savepoint, request, written_at).await {
+                Ok(()) => {
+                    savepoint.commit().await.map_err(store_error)?;
+                    outcomes.push(Ok(()));
+                }
+                Err(error) if is_unique_violation(&error) => {
+                    savepoint.rollback().await.map_err(store_error)?;
+                    outcomes.push(Err(store_error(error)));
+                }
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(outcomes)
     }
 
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {

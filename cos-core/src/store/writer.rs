@@ -92,27 +92,23 @@ async fn run_writer(
     let _all_done = slots.acquire_many(permits).await;
 }
 
-/// Commits a batch in one transaction; if a conflict fails it, retries each request alone so only the
-/// conflicting entity is refused.
+/// Commits a batch in one transaction; if a conflict fails it, commits it again with each request isolated
+/// (still one transaction) so only the conflicting entity is refused.
 async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
     let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch
         .into_iter()
         .map(|pending| (pending.request, pending.reply))
         .unzip();
-    let outcome = journal.append_atomically(&requests).await;
-    match outcome {
+    let outcomes = match journal.append_atomically(&requests).await {
         Err(StoreError::Conflict(_)) if requests.len() > 1 => {
-            for (request, reply) in requests.iter().zip(replies) {
-                let single = journal
-                    .append_atomically(std::slice::from_ref(request))
-                    .await;
-                let _receiver_gone = reply.send(single);
+            match journal.append_isolating(&requests).await {
+                Ok(outcomes) => outcomes,
+                Err(error) => vec![Err(error); requests.len()],
             }
         }
-        shared => {
-            for reply in replies {
-                let _receiver_gone = reply.send(shared.clone());
-            }
-        }
+        shared => vec![shared; requests.len()],
+    };
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _receiver_gone = reply.send(outcome);
     }
 }

@@ -1,0 +1,136 @@
+//! Passivation, observed from outside: a live entity trusts its in-memory state (a foreign write makes its
+//! next command fail with ABORTED), while a passivated one recovers from the store on its next command and
+//! sees the foreign write. So "the command succeeds on top of the foreign revision" proves passivation.
+
+use std::time::Duration;
+
+use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
+use cos_core::sharding::shard_of;
+use cos_core::store::{AppendRequest, EncodedEvent, decode_event};
+use cos_integration::support::node::{Backend, TestNode, TestStore, default_key};
+use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+use prost::Message;
+
+async fn emit(node: &mut TestNode, entity_id: &str, event: &str) -> Result<u32, tonic::Status> {
+    let request = ProcessCommandRequest {
+        entity_id: entity_id.to_string(),
+        command: Some(text_any(&format!("emit:{event}"))),
+    };
+    let response = node.client.process_command(request).await?.into_inner();
+    Ok(response.meta.map_or(0, |meta| meta.revision_number))
+}
+
+/// Writes the entity's next revision directly, as another writer would.
+async fn write_behind_its_back(store: &TestStore, entity_id: &str) -> anyhow::Result<()> {
+    let journal = store.open_journal().await?;
+    let key = default_key(entity_id)?;
+    let rows = journal.events_after(&key, 0).await?;
+    let last = rows.last().ok_or_else(|| anyhow::anyhow!("no events"))?;
+    let mut wrapper = decode_event(last)?;
+    let next = last.revision + 1;
+    if let Some(meta) = wrapper.meta.as_mut() {
+        meta.revision_number = next;
+    }
+    wrapper.resulting_state = Some(text_any(&format!(
+        "{}|foreign",
+        any_text(wrapper.resulting_state.as_ref())
+    )));
+    journal
+        .append_atomically(&[AppendRequest {
+            key,
+            shard: 0,
+            events: vec![EncodedEvent {
+                revision: next,
+                payload: wrapper.encode_to_vec(),
+            }],
+            snapshot: None,
+        }])
+        .await?;
+    journal.close().await;
+    Ok(())
+}
+
+/// Two ids that land in the same shard with the default 16 shards.
+fn ids_in_one_shard() -> (String, String) {
+    let first = "lru-0".to_string();
+    let shard = shard_of(&first, 16);
+    let second = (1..1000)
+        .map(|index| format!("lru-{index}"))
+        .find(|candidate| shard_of(candidate, 16) == shard)
+        .unwrap_or_default();
+    (first, second)
+}
+
+async fn the_active_entity_limit_passivates_the_least_recently_used(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let settings = [
+        ("COS_MAX_ACTIVE_ENTITIES", "1"),
+        ("COS_PASSIVATION_IDLE_TIMEOUT", "off"),
+    ];
+    let mut node = TestNode::start(&store, running.address, &settings).await?;
+    let (oldest, newest) = ids_in_one_shard();
+    assert_eq!(emit(&mut node, &oldest, "a").await?, 1);
+    assert_eq!(
+        emit(&mut node, &newest, "b").await?,
+        1,
+        "starting a second entity evicts the first"
+    );
+    write_behind_its_back(&store, &oldest).await?;
+    assert_eq!(
+        emit(&mut node, &oldest, "c").await?,
+        3,
+        "recovered from the store"
+    );
+
+    // The control: the entity touched last is still live and trusts its memory.
+    write_behind_its_back(&store, &oldest).await?;
+    let error = emit(&mut node, &oldest, "d")
+        .await
+        .expect_err("live entity conflicts");
+    assert_eq!(error.code(), tonic::Code::Aborted);
+    node.stop().await
+}
+
+async fn idle_entities_are_passivated_after_the_idle_timeout(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let mut node = TestNode::start(
+        &store,
+        running.address,
+        &[("COS_PASSIVATION_IDLE_TIMEOUT", "1s")],
+    )
+    .await?;
+    assert_eq!(emit(&mut node, "idle-1", "a").await?, 1);
+    // Idle entities are looked for every quarter of the timeout: after 1.6 s this one has idled out.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    write_behind_its_back(&store, "idle-1").await?;
+    assert_eq!(
+        emit(&mut node, "idle-1", "b").await?,
+        3,
+        "recovered after idling out"
+    );
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_active_entity_limit_passivates_the_least_recently_used() -> anyhow::Result<()> {
+    the_active_entity_limit_passivates_the_least_recently_used(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_active_entity_limit_passivates_the_least_recently_used() -> anyhow::Result<()>
+{
+    the_active_entity_limit_passivates_the_least_recently_used(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_idle_entities_are_passivated_after_the_idle_timeout() -> anyhow::Result<()> {
+    idle_entities_are_passivated_after_the_idle_timeout(Backend::Sqlite).await
+}

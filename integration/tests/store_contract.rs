@@ -1,0 +1,340 @@
+//! The storage contract, run against both implementations (the TiKV rule: a second implementation proves
+//! the abstraction), plus group commit through the journal writer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use cos_core::domain::{EntityKey, Revision};
+use cos_core::proto::chief_of_state::v1::{EventWrapper, MetaData, StateWrapper};
+use cos_core::store::{
+    AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, SnapshotWrite, StoreError,
+    StoredRow, WriterOptions,
+};
+use cos_integration::support::node::{Backend, TestStore, default_key, typed_key};
+use cos_integration::support::script_handler::{any_text, text_any};
+use prost::Message;
+
+fn event(revision: Revision, state: &str) -> EncodedEvent {
+    let wrapper = EventWrapper {
+        event: Some(text_any(&format!("e{revision}"))),
+        resulting_state: Some(text_any(state)),
+        meta: Some(MetaData {
+            revision_number: revision,
+            ..MetaData::default()
+        }),
+    };
+    EncodedEvent {
+        revision,
+        payload: wrapper.encode_to_vec(),
+    }
+}
+
+fn append(key: &EntityKey, events: Vec<EncodedEvent>) -> AppendRequest {
+    AppendRequest {
+        key: key.clone(),
+        shard: 3,
+        events,
+        snapshot: None,
+    }
+}
+
+fn snapshot(
+    revision: Revision,
+    state: &str,
+    delete_before: Revision,
+    delete_events: Option<Revision>,
+) -> SnapshotWrite {
+    let wrapper = StateWrapper {
+        state: Some(text_any(state)),
+        meta: Some(MetaData {
+            revision_number: revision,
+            ..MetaData::default()
+        }),
+    };
+    SnapshotWrite {
+        revision,
+        payload: wrapper.encode_to_vec(),
+        delete_snapshots_before: delete_before,
+        delete_events_through: delete_events,
+    }
+}
+
+async fn open(backend: Backend) -> anyhow::Result<(TestStore, Arc<dyn Journal>)> {
+    let store = TestStore::new(backend)?;
+    let journal = store.open_journal().await?;
+    Ok((store, journal))
+}
+
+async fn a_second_writer_for_a_revision_is_rejected(backend: Backend) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let key = default_key("dup")?;
+    journal
+        .append_atomically(&[append(&key, vec![event(1, "a")])])
+        .await?;
+    let error = journal
+        .append_atomically(&[append(&key, vec![event(1, "other")])])
+        .await
+        .expect_err("revision 1 exists");
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    let rows = journal.events_after(&key, 0).await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        any_text(
+            cos_core::store::decode_event(&rows[0])?
+                .resulting_state
+                .as_ref()
+        ),
+        "a",
+        "not overwritten"
+    );
+    journal.close().await;
+    Ok(())
+}
+
+async fn a_failed_batch_writes_nothing(backend: Backend) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let taken = default_key("taken")?;
+    let innocent = default_key("innocent")?;
+    journal
+        .append_atomically(&[append(&taken, vec![event(1, "a")])])
+        .await?;
+    let result = journal
+        .append_atomically(&[
+            append(&innocent, vec![event(1, "x"), event(2, "x|y")]),
+            append(&taken, vec![event(1, "b")]),
+        ])
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert!(
+        journal.events_after(&innocent, 0).await?.is_empty(),
+        "all or nothing"
+    );
+    journal.close().await;
+    Ok(())
+}
+
+async fn latest_state_prefers_the_newest_of_snapshot_and_event(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let key = default_key("recover")?;
+    assert!(journal.latest_state(&key).await?.is_none());
+    journal
+        .append_atomically(&[append(&key, vec![event(1, "a"), event(2, "a|b")])])
+        .await?;
+    let mut with_snapshot = append(&key, vec![event(3, "a|b|c")]);
+    with_snapshot.snapshot = Some(snapshot(3, "a|b|c", 3, None));
+    journal.append_atomically(&[with_snapshot]).await?;
+    journal
+        .append_atomically(&[append(&key, vec![event(4, "a|b|c|d")])])
+        .await?;
+    let latest = journal.latest_state(&key).await?.expect("state");
+    assert_eq!((latest.revision, latest.source), (4, RecoverySource::Event));
+    assert_eq!(any_text(latest.state.state.as_ref()), "a|b|c|d");
+
+    // Compaction removes the covered events; the snapshot then carries the state.
+    let mut compacting = append(&key, vec![event(5, "a|b|c|d|e")]);
+    compacting.snapshot = Some(snapshot(5, "a|b|c|d|e", 5, Some(5)));
+    journal.append_atomically(&[compacting]).await?;
+    assert_eq!(journal.snapshot_revisions(&key).await?, vec![5]);
+    assert!(journal.events_after(&key, 0).await?.is_empty());
+    let latest = journal.latest_state(&key).await?.expect("state");
+    assert_eq!(
+        (latest.revision, latest.source),
+        (5, RecoverySource::Snapshot)
+    );
+    journal.close().await;
+    Ok(())
+}
+
+async fn isolated_appends_refuse_only_the_conflicting_request(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let taken = default_key("iso-taken")?;
+    let innocent = default_key("iso-innocent")?;
+    journal
+        .append_atomically(&[append(&taken, vec![event(1, "a")])])
+        .await?;
+    let outcomes = journal
+        .append_isolating(&[
+            append(&innocent, vec![event(1, "x"), event(2, "x|y")]),
+            append(&taken, vec![event(1, "b"), event(2, "b|c")]),
+        ])
+        .await?;
+    assert!(outcomes[0].is_ok());
+    assert!(
+        matches!(outcomes[1], Err(StoreError::Conflict(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(journal.events_after(&innocent, 0).await?.len(), 2);
+    assert_eq!(
+        journal.events_after(&taken, 0).await?.len(),
+        1,
+        "no part of the refused request is written"
+    );
+    journal.close().await;
+    Ok(())
+}
+
+async fn entity_types_are_part_of_the_key(backend: Backend) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let first = typed_key("alpha", "same")?;
+    let second = typed_key("beta", "same")?;
+    journal
+        .append_atomically(&[
+            append(&first, vec![event(1, "alpha")]),
+            append(&second, vec![event(1, "beta")]),
+        ])
+        .await?;
+    let alpha = journal.latest_state(&first).await?.expect("alpha");
+    let beta = journal.latest_state(&second).await?.expect("beta");
+    assert_eq!(any_text(alpha.state.state.as_ref()), "alpha");
+    assert_eq!(any_text(beta.state.state.as_ref()), "beta");
+    journal.close().await;
+    Ok(())
+}
+
+async fn corrupt_payloads_are_reported_not_trusted(backend: Backend) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let key = default_key("corrupt")?;
+    journal
+        .append_atomically(&[append(
+            &key,
+            vec![EncodedEvent {
+                revision: 1,
+                payload: vec![0xff, 0xff, 0xff],
+            }],
+        )])
+        .await?;
+    let error = journal.latest_state(&key).await.expect_err("undecodable");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    journal.close().await;
+    Ok(())
+}
+
+/// Counts transactions while delegating to a real store.
+struct CountingJournal {
+    inner: Arc<dyn Journal>,
+    transactions: AtomicUsize,
+}
+
+#[async_trait]
+impl Journal for CountingJournal {
+    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        self.inner.append_atomically(requests).await
+    }
+    async fn append_isolating(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        self.inner.append_isolating(requests).await
+    }
+    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        self.inner.newest_event(key).await
+    }
+    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        self.inner.newest_snapshot(key).await
+    }
+    async fn events_after(
+        &self,
+        key: &EntityKey,
+        after: Revision,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        self.inner.events_after(key, after).await
+    }
+    async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {
+        self.inner.snapshot_revisions(key).await
+    }
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let counting = Arc::new(CountingJournal {
+        inner: journal.clone(),
+        transactions: AtomicUsize::new(0),
+    });
+    let taken = default_key("group-taken")?;
+    journal
+        .append_atomically(&[append(&taken, vec![event(1, "a")])])
+        .await?;
+    let options = WriterOptions {
+        max_concurrent_batches: 1,
+        ..WriterOptions::default()
+    };
+    let (writer, task) = JournalWriter::spawn(counting.clone(), options);
+    let mut appends = Vec::new();
+    for index in 0..200 {
+        let writer = writer.clone();
+        let key = default_key(&format!("group-{index}"))?;
+        appends.push(tokio::spawn(async move {
+            writer.append(append(&key, vec![event(1, "x")])).await
+        }));
+    }
+    let conflicting = {
+        let writer = writer.clone();
+        let taken = taken.clone();
+        tokio::spawn(async move { writer.append(append(&taken, vec![event(1, "b")])).await })
+    };
+    for handle in appends {
+        handle.await??;
+    }
+    assert!(matches!(conflicting.await?, Err(StoreError::Conflict(_))));
+    drop(writer);
+    task.await?;
+    let transactions = counting.transactions.load(Ordering::SeqCst);
+    assert!(
+        transactions < 150,
+        "201 appends took {transactions} transactions: no grouping happened"
+    );
+    for index in 0..200 {
+        assert_eq!(
+            journal
+                .events_after(&default_key(&format!("group-{index}"))?, 0)
+                .await?
+                .len(),
+            1
+        );
+    }
+    journal.close().await;
+    Ok(())
+}
+
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    a_second_writer_for_a_revision_is_rejected,
+    a_failed_batch_writes_nothing,
+    isolated_appends_refuse_only_the_conflicting_request,
+    latest_state_prefers_the_newest_of_snapshot_and_event,
+    entity_types_are_part_of_the_key,
+    corrupt_payloads_are_reported_not_trusted,
+    concurrent_appends_share_transactions_and_conflicts_stay_isolated,
+);
