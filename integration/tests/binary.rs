@@ -37,9 +37,12 @@ fn run_with_env(variables: &[(&str, &str)]) -> std::process::Output {
     command.output().expect("cos starts")
 }
 
+/// Environment variables of one start-up attempt.
+type Variables<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn bad_settings_stop_start_up_with_one_line_naming_variable_value_and_rule() {
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    let cases: [(Variables, &[&str]); 5] = [
         (
             &[
                 ("COS_WRITE_SIDE_HOST", "h"),
@@ -96,7 +99,7 @@ async fn the_binary_serves_commands_and_stops_cleanly_on_sigterm() -> anyhow::Re
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()
     };
-    let mut child = tokio::process::Command::new(cos_binary())
+    let child = tokio::process::Command::new(cos_binary())
         .env_clear()
         .env("COS_ADDRESS", "127.0.0.1")
         .env("COS_PORT", port.to_string())
