@@ -28,9 +28,10 @@ start_throwaway_postgres() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     initdb=$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)
   fi
-  local bin_dir data_dir run_as=()
+  local bin_dir run_as=()
   bin_dir=$(dirname "$initdb")
-  data_dir=$(mktemp -d /tmp/cos-pgtest.XXXXXX)
+  PG_DATA_DIR=$(mktemp -d /tmp/cos-pgtest.XXXXXX)
+  local data_dir=$PG_DATA_DIR
   if [ "$(id -u)" -eq 0 ]; then
     chown postgres "$data_dir"
     run_as=(runuser -u postgres --)
@@ -40,7 +41,7 @@ start_throwaway_postgres() {
   "${run_as[@]}" "$bin_dir/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -w \
     -o "-p 55432 -c listen_addresses=127.0.0.1 -k /tmp -c fsync=off -c max_connections=400" start >/dev/null
   PG_STOP=("${run_as[@]}" "$bin_dir/pg_ctl" -D "$data_dir" -m fast -w stop)
-  trap 'log "stopping the throwaway postgresql"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$data_dir"' EXIT
+  trap 'log "stopping the throwaway postgresql"; "${PG_STOP[@]}" >/dev/null || true; rm -rf "$PG_DATA_DIR"' EXIT
   export COS_TEST_PG_HOST=127.0.0.1 COS_TEST_PG_PORT=55432
 }
 
@@ -59,9 +60,19 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "building"
 cargo build --workspace --bins --quiet
 
+drop_test_schemas() {
+  # Every test works in its own schema; drop them so a shared server does not accumulate them.
+  local drop_all="DO \$\$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cos\\_test\\_%' LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END \$\$;"
+  psql -h "$COS_TEST_PG_HOST" -p "$COS_TEST_PG_PORT" -U "${COS_TEST_PG_USER:-postgres}" -d "${COS_TEST_PG_DB:-postgres}" \
+    -qc "$drop_all" >/dev/null 2>&1 || true
+}
+
 log "running the tests"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || status=$?
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || status=$?
 fi
+drop_test_schemas
+exit "$status"
