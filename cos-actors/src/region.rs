@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cos_core::error::CommandError;
 use cos_core::sharding::shard_of;
@@ -14,6 +15,9 @@ use crate::envelope::EntityEnvelope;
 use crate::passivation::PassivationBudget;
 use crate::runtime::EntityTypeRuntime;
 use crate::shard::{ShardActor, ShardArguments, ShardMessage};
+
+/// How long a stopping region waits for its shards (and their entities) to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Messages a region handles.
 #[derive(RactorMessage)]
@@ -53,6 +57,16 @@ impl Actor for RegionActor {
             budget: arguments.budget,
             shards: HashMap::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _state: &mut RegionState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Shards forward what they have queued, then drain their entities (see ShardActor::post_stop).
+        myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
+        Ok(())
     }
 
     async fn handle(

@@ -22,9 +22,17 @@ use crate::runtime::EntityTypeRuntime;
 pub enum ShardMessage {
     /// Route a request to its entity, starting the entity if needed.
     Deliver(EntityEnvelope),
-    /// Periodic check for entities idle longer than the idle timeout.
-    PassivateIdle,
+    /// Replace an entity instance that must not go on (it lost a write to another writer).
+    Replace(EntityId),
+    /// Periodic passivation: idle entities, and the active-entity limit (which can shrink as shards start).
+    Maintenance,
 }
+
+/// How often a shard looks for entities to passivate when no idle timeout is set.
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+
+/// How long a stopping shard waits for its entities to finish what they have queued.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Arguments to start a shard.
 pub struct ShardArguments {
@@ -63,11 +71,13 @@ impl Actor for ShardActor {
         myself: ActorRef<Self::Msg>,
         arguments: ShardArguments,
     ) -> Result<ShardState, ActorProcessingErr> {
-        if let Some(idle_timeout) = arguments.budget.idle_timeout() {
-            let period =
-                (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-            myself.send_interval(period, || ShardMessage::PassivateIdle);
-        }
+        let period = match arguments.budget.idle_timeout() {
+            Some(idle_timeout) => {
+                (idle_timeout / 4).clamp(Duration::from_millis(50), MAINTENANCE_PERIOD)
+            }
+            None => MAINTENANCE_PERIOD,
+        };
+        myself.send_interval(period, || ShardMessage::Maintenance);
         arguments.budget.shard_started();
         Ok(ShardState {
             shard: arguments.shard,
@@ -82,9 +92,11 @@ impl Actor for ShardActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
+        // Let every entity answer what it has queued (commands in flight included) before it stops.
+        myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
         state.budget.shard_stopped();
         for (_, buffered) in state.stopping.drain() {
             for envelope in buffered {
@@ -104,7 +116,11 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardMessage::Deliver(envelope) => state.deliver(&myself, envelope).await,
-            ShardMessage::PassivateIdle => state.passivate_idle(),
+            ShardMessage::Replace(entity_id) => state.passivate(&entity_id),
+            ShardMessage::Maintenance => {
+                state.passivate_idle();
+                state.enforce_active_limit();
+            }
         }
         Ok(())
     }
@@ -151,14 +167,15 @@ impl ShardState {
             },
         };
         self.recency.touch(&entity_id);
-        // A failed send means the entity died between our bookkeeping and the send: its termination event
-        // cleans up, and the caller is told to retry.
+        // A failed send means the entity is stopping or gone: keep the request for its next incarnation, which
+        // starts once the termination event arrives.
         if let Err(ractor::MessagingErr::SendErr(EntityMessage::Request(envelope))) =
             actor.cast(EntityMessage::Request(envelope))
         {
-            envelope.answer(Err(CommandError::StoreUnavailable(
-                "entity stopped unexpectedly; retry".to_string(),
-            )));
+            self.live.remove(&entity_id);
+            self.recency.remove(&entity_id);
+            self.stopping.entry(entity_id).or_default().push(envelope);
+            return;
         }
         self.enforce_active_limit();
     }
@@ -174,6 +191,7 @@ impl ShardState {
                 entity_id: entity_id.clone(),
             },
             shard: self.shard,
+            shard_actor: myself.clone(),
             runtime: self.runtime.clone(),
         };
         let (actor, _join) = Actor::spawn_linked(None, EntityActor, arguments, myself.get_cell())

@@ -25,6 +25,8 @@ pub enum IdentityError {
     EmptyEntityId,
     #[error("entity ID is {length} bytes long; the limit is {MAX_ENTITY_ID_BYTES} bytes")]
     EntityIdTooLong { length: usize },
+    #[error("entity ID contains a NUL character")]
+    EntityIdWithNul,
     #[error(
         "invalid entity type {name:?}: use 1 to {MAX_ENTITY_TYPE_CHARS} characters from a-z, 0-9, '_' and '-'"
     )]
@@ -44,6 +46,10 @@ impl EntityId {
         }
         if raw.len() > MAX_ENTITY_ID_BYTES {
             return Err(IdentityError::EntityIdTooLong { length: raw.len() });
+        }
+        // PostgreSQL text cannot hold NUL; refusing it everywhere keeps both stores equivalent.
+        if raw.contains('\0') {
+            return Err(IdentityError::EntityIdWithNul);
         }
         Ok(Self(raw))
     }
@@ -144,6 +150,7 @@ mod tests {
     fn entity_id_rules() {
         assert_eq!(EntityId::parse(""), Err(IdentityError::EmptyEntityId));
         assert!(EntityId::parse("a".repeat(255)).is_ok());
+        assert_eq!(EntityId::parse("a\0b"), Err(IdentityError::EntityIdWithNul));
         assert_eq!(
             EntityId::parse("é".repeat(128)),
             Err(IdentityError::EntityIdTooLong { length: 256 })

@@ -61,6 +61,15 @@ impl RunningNode {
     /// Starts a node and returns once its gRPC port accepts connections.
     pub async fn start(settings: Settings) -> Result<Self, NodeError> {
         let journal = open_store(&settings.store).await?;
+        Self::start_with_journal(settings, journal).await
+    }
+
+    /// Starts a node on an already opened store: the seam where tests inject faults (a journal wrapper that
+    /// delays or fails writes) between "committed" and "replied".
+    pub async fn start_with_journal(
+        settings: Settings,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Self, NodeError> {
         let writer_options = writer_options(&settings.store);
         let (writer, writer_task) = JournalWriter::spawn(journal.clone(), writer_options);
 

@@ -1,4 +1,5 @@
 //! Black-box test support, the example bank-account write handler, and benchmarks for Chief of State.
 
 pub mod bank;
+pub mod bench;
 pub mod support;

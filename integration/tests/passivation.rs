@@ -38,6 +38,7 @@ async fn write_behind_its_back(store: &TestStore, entity_id: &str) -> anyhow::Re
     journal
         .append_atomically(&[AppendRequest {
             key,
+            expected_revision: last.revision,
             shard: 0,
             events: vec![EncodedEvent {
                 revision: next,

@@ -31,8 +31,10 @@ fn event(revision: Revision, state: &str) -> EncodedEvent {
 }
 
 fn append(key: &EntityKey, events: Vec<EncodedEvent>) -> AppendRequest {
+    let expected_revision = events.first().map_or(0, |event| event.revision - 1);
     AppendRequest {
         key: key.clone(),
+        expected_revision,
         shard: 3,
         events,
         snapshot: None,
@@ -178,6 +180,30 @@ async fn isolated_appends_refuse_only_the_conflicting_request(
     Ok(())
 }
 
+async fn a_stale_writer_is_refused_even_after_compaction(backend: Backend) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let key = default_key("compacted")?;
+    journal
+        .append_atomically(&[append(&key, vec![event(1, "a"), event(2, "a|b")])])
+        .await?;
+    let mut compacting = append(&key, vec![event(3, "a|b|c")]);
+    compacting.snapshot = Some(snapshot(3, "a|b|c", 3, Some(3)));
+    journal.append_atomically(&[compacting]).await?;
+    assert!(
+        journal.events_after(&key, 0).await?.is_empty(),
+        "rows 1..3 compacted away"
+    );
+    // A writer that still believes the entity is at revision 1 writes revision 2: no row collides any more.
+    let error = journal
+        .append_atomically(&[append(&key, vec![event(2, "stale")])])
+        .await
+        .expect_err("the head is at 3");
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    assert_eq!(journal.head_revision(&key).await?, 3);
+    journal.close().await;
+    Ok(())
+}
+
 async fn entity_types_are_part_of_the_key(backend: Backend) -> anyhow::Result<()> {
     let (_store, journal) = open(backend).await?;
     let first = typed_key("alpha", "same")?;
@@ -249,6 +275,9 @@ impl Journal for CountingJournal {
     async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {
         self.inner.snapshot_revisions(key).await
     }
+    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
+        self.inner.head_revision(key).await
+    }
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -276,13 +305,17 @@ async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
         let writer = writer.clone();
         let key = default_key(&format!("group-{index}"))?;
         appends.push(tokio::spawn(async move {
-            writer.append(append(&key, vec![event(1, "x")])).await
+            writer.append(append(&key, vec![event(1, "x")]), None).await
         }));
     }
     let conflicting = {
         let writer = writer.clone();
         let taken = taken.clone();
-        tokio::spawn(async move { writer.append(append(&taken, vec![event(1, "b")])).await })
+        tokio::spawn(async move {
+            writer
+                .append(append(&taken, vec![event(1, "b")]), None)
+                .await
+        })
     };
     for handle in appends {
         handle.await??;
@@ -333,6 +366,7 @@ on_both_stores!(
     a_second_writer_for_a_revision_is_rejected,
     a_failed_batch_writes_nothing,
     isolated_appends_refuse_only_the_conflicting_request,
+    a_stale_writer_is_refused_even_after_compaction,
     latest_state_prefers_the_newest_of_snapshot_and_event,
     entity_types_are_part_of_the_key,
     corrupt_payloads_are_reported_not_trusted,

@@ -406,6 +406,7 @@ async fn a_second_writer_is_rejected_and_the_stale_entity_steps_aside(
     journal
         .append_atomically(&[AppendRequest {
             key: key.clone(),
+            expected_revision: 1,
             shard: 0,
             events: vec![EncodedEvent {
                 revision: 2,

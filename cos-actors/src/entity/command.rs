@@ -11,7 +11,7 @@ use cos_core::proto::chief_of_state::v1::{
 };
 use cos_core::proto::internal::ProcessCommand;
 use cos_core::settings::SnapshotSettings;
-use cos_core::store::snapshot_policy::plan_snapshot;
+use cos_core::store::snapshot_policy::{revision_to_snapshot, snapshot_write};
 use cos_core::store::{EncodedEvent, SnapshotWrite};
 use prost::Message;
 use prost_types::{Any, Timestamp};
@@ -34,38 +34,53 @@ pub struct PreparedEvents {
 
 impl PreparedEvents {
     pub fn first_revision(&self) -> u32 {
-        self.wrappers
-            .first()
-            .and_then(|wrapper| wrapper.meta.as_ref())
-            .map_or(0, |meta| meta.revision_number)
+        self.wrappers.first().map_or(0, revision_of_event)
+    }
+
+    pub fn last_revision(&self) -> u32 {
+        self.wrappers.last().map_or(0, revision_of_event)
     }
 
     pub fn encoded(&self) -> Vec<EncodedEvent> {
         self.wrappers
             .iter()
             .map(|wrapper| EncodedEvent {
-                revision: wrapper.meta.as_ref().map_or(0, |meta| meta.revision_number),
+                revision: revision_of_event(wrapper),
                 payload: wrapper.encode_to_vec(),
             })
             .collect()
     }
 
+    /// The snapshot to write with these events, if one is due (decided from revisions before copying).
     pub fn snapshot(&self, settings: &SnapshotSettings) -> Option<SnapshotWrite> {
-        let states: Vec<StateWrapper> = self.wrappers.iter().map(state_after).collect();
-        plan_snapshot(settings, &states)
+        let revision = revision_to_snapshot(settings, self.first_revision(), self.last_revision())?;
+        let wrapper = self
+            .wrappers
+            .iter()
+            .find(|wrapper| revision_of_event(wrapper) == revision)?;
+        Some(snapshot_write(
+            settings,
+            &StateWrapper {
+                state: wrapper.resulting_state.clone(),
+                meta: wrapper.meta.clone(),
+            },
+        ))
     }
 
     /// The state after the last event.
-    pub fn final_state(&self) -> StateWrapper {
-        self.wrappers.last().map(state_after).unwrap_or_default()
+    pub fn into_final_state(self) -> StateWrapper {
+        match self.wrappers.into_iter().last() {
+            Some(last) => StateWrapper {
+                state: last.resulting_state,
+                meta: last.meta,
+            },
+            None => StateWrapper::default(),
+        }
     }
 }
 
-fn state_after(wrapper: &EventWrapper) -> StateWrapper {
-    StateWrapper {
-        state: wrapper.resulting_state.clone(),
-        meta: wrapper.meta.clone(),
-    }
+fn revision_of_event(wrapper: &EventWrapper) -> u32 {
+    wrapper.meta.as_ref().map_or(0, |meta| meta.revision_number)
 }
 
 fn time_left(deadline: Instant, call_timeout: Duration) -> Duration {

@@ -5,6 +5,7 @@
 mod command;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cos_core::domain::{EntityKey, initial_state, revision_of};
 use cos_core::error::CommandError;
@@ -17,8 +18,13 @@ use tokio::time::Instant;
 
 use crate::envelope::{EntityEnvelope, EntityRequest, EntityResult};
 use crate::runtime::EntityTypeRuntime;
+use crate::shard::ShardMessage;
 
-pub use command::CommandOutcome;
+pub use command::{CommandOutcome, PreparedEvents};
+
+/// The most of a command's time kept back from the write handler for the write itself, so that a handler
+/// answering at the last moment does not push the commit past the caller's deadline.
+const MAX_COMMIT_RESERVE: Duration = Duration::from_millis(100);
 
 /// Messages an entity handles.
 #[derive(RactorMessage)]
@@ -32,6 +38,8 @@ pub enum EntityMessage {
 pub struct EntityArguments {
     pub key: EntityKey,
     pub shard: u32,
+    /// The owning shard, told when this instance must be replaced (after a writer conflict).
+    pub shard_actor: ActorRef<ShardMessage>,
     pub runtime: Arc<EntityTypeRuntime>,
 }
 
@@ -39,8 +47,9 @@ pub struct EntityArguments {
 pub struct EntityState {
     key: EntityKey,
     shard: u32,
+    shard_actor: ActorRef<ShardMessage>,
     runtime: Arc<EntityTypeRuntime>,
-    /// `None` until recovered (and again after a failed write, to re-read the truth from the store).
+    /// `None` until recovered, and again after a failed write (to re-read the truth from the store).
     current: Option<StateWrapper>,
 }
 
@@ -69,6 +78,7 @@ impl Actor for EntityActor {
         Ok(EntityState {
             key: arguments.key,
             shard: arguments.shard,
+            shard_actor: arguments.shard_actor,
             runtime: arguments.runtime,
             current: None,
         })
@@ -82,19 +92,21 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             EntityMessage::Passivate => myself.stop(Some("passivated".to_string())),
-            EntityMessage::Request(envelope) => {
-                if let Some(stop_reason) = state.handle_request(envelope).await {
-                    myself.stop(Some(stop_reason));
-                }
-            }
+            EntityMessage::Request(envelope) => state.handle_request(envelope).await,
         }
         Ok(())
     }
 }
 
+/// When the write handler must be done: the deadline, less a reserve for the write.
+fn handler_deadline(deadline: Instant) -> Instant {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    deadline - (remaining / 10).min(MAX_COMMIT_RESERVE)
+}
+
 impl EntityState {
-    /// Answers one request; returns a reason when this entity instance must stop.
-    async fn handle_request(&mut self, envelope: EntityEnvelope) -> Option<String> {
+    /// Answers one request.
+    async fn handle_request(&mut self, envelope: EntityEnvelope) {
         let EntityEnvelope {
             request,
             deadline,
@@ -107,56 +119,62 @@ impl EntityState {
                 "request expired while queued behind earlier commands of the entity; nothing was persisted"
                     .to_string(),
             )));
-            return None;
+            return;
         }
-        let current = match self.recovered_state().await {
-            Ok(current) => current,
-            Err(error) => {
-                reply.send(Err(error));
-                return None;
-            }
+        if let Err(error) = self.ensure_recovered().await {
+            reply.send(Err(error));
+            return;
+        }
+        let Some(current) = self.current.as_ref() else {
+            reply.send(Err(CommandError::Internal(
+                "entity state missing after recovery".into(),
+            )));
+            return;
         };
         let command = match request {
             EntityRequest::GetState => {
-                let found = revision_of(&current) > 0;
+                let found = revision_of(current) > 0;
                 reply.send(if found {
-                    Ok(current)
+                    Ok(current.clone())
                 } else {
                     Err(CommandError::NotFound)
                 });
-                return None;
+                return;
             }
             EntityRequest::ProcessCommand(command) => command,
         };
+        let handler_deadline = handler_deadline(deadline);
         let outcome = tokio::time::timeout_at(
-            deadline,
-            command::run_command(&self.runtime, &current, command, deadline),
+            handler_deadline,
+            command::run_command(&self.runtime, current, command, handler_deadline),
         )
         .await;
+        let expected_revision = revision_of(current);
         let events = match outcome {
             Err(_elapsed) => {
                 reply.send(Err(CommandError::DeadlineExceeded(
                     "command not finished within its deadline; it was abandoned and nothing was persisted"
                         .to_string(),
                 )));
-                return None;
+                return;
             }
             Ok(Err(error)) => {
                 reply.send(Err(error));
-                return None;
+                return;
             }
             Ok(Ok(CommandOutcome::NoOp)) => {
-                reply.send(Ok(current));
-                return None;
+                reply.send(Ok(current.clone()));
+                return;
             }
             Ok(Ok(CommandOutcome::Events(events))) => events,
         };
-        self.persist(reply, events).await
+        self.persist(reply, expected_revision, events, deadline)
+            .await;
     }
 
-    async fn recovered_state(&mut self) -> Result<StateWrapper, CommandError> {
-        if let Some(current) = &self.current {
-            return Ok(current.clone());
+    async fn ensure_recovered(&mut self) -> Result<(), CommandError> {
+        if self.current.is_some() {
+            return Ok(());
         }
         let stored =
             self.runtime
@@ -171,45 +189,66 @@ impl EntityState {
                 })?;
         let recovered = match stored {
             Some(stored) => {
-                tracing::debug!(entity = %self.key, revision = stored.revision, source = ?stored.source, "entity recovered");
+                tracing::debug!(entity = %self.key, revision = stored.revision, source = ?stored.source,
+                    "entity recovered");
                 stored.state
             }
             None => initial_state(&self.key.entity_id),
         };
-        self.current = Some(recovered.clone());
-        Ok(recovered)
+        self.current = Some(recovered);
+        Ok(())
     }
 
-    async fn persist(&mut self, reply: Reply, events: command::PreparedEvents) -> Option<String> {
-        let first_revision = events.first_revision();
+    async fn persist(
+        &mut self,
+        reply: Reply,
+        expected_revision: u32,
+        events: PreparedEvents,
+        deadline: Instant,
+    ) {
         let request = AppendRequest {
             key: self.key.clone(),
+            expected_revision,
             shard: self.shard,
             snapshot: events.snapshot(&self.runtime.settings.snapshots),
             events: events.encoded(),
         };
-        match self.runtime.writer.append(request).await {
+        match self.runtime.writer.append(request, Some(deadline)).await {
             Ok(()) => {
-                let final_state = events.final_state();
-                self.current = Some(final_state.clone());
-                reply.send(Ok(final_state));
-                None
+                let final_state = events.into_final_state();
+                reply.send(Ok(final_state.clone()));
+                self.current = Some(final_state);
+            }
+            Err(StoreError::Expired) => {
+                reply.send(Err(CommandError::DeadlineExceeded(
+                    "the deadline passed before the command's events could be written; nothing was persisted"
+                        .to_string(),
+                )));
             }
             Err(StoreError::Conflict(reason)) => {
-                tracing::error!(entity = %self.key, revision = first_revision, %reason,
-                    "another writer stored this revision; stopping this entity instance");
+                tracing::error!(entity = %self.key, expected_revision, %reason,
+                    "another writer moved this entity; replacing this instance");
+                self.current = None;
                 reply.send(Err(CommandError::WriterConflict {
                     key: self.key.clone(),
-                    revision: first_revision,
+                    revision: expected_revision + 1,
                 }));
-                Some("writer conflict".to_string())
+                // The shard stops this instance the ordered way: requests already queued here are answered
+                // first (after re-reading the store), later ones go to the next incarnation.
+                let _shard_gone = self
+                    .shard_actor
+                    .cast(ShardMessage::Replace(self.key.entity_id.clone()));
+            }
+            Err(StoreError::Rejected(reason)) => {
+                reply.send(Err(CommandError::InvalidArgument(format!(
+                    "the journal refused the command's data: {reason}"
+                ))));
             }
             Err(error) => {
-                // The outcome of a failed commit is normally "nothing written"; re-read the store before the
-                // next command so that an acknowledged-but-lost commit cannot be overwritten either.
+                // A failed commit normally wrote nothing; re-read the store before the next command so that
+                // an acknowledged-but-lost commit cannot be overwritten either.
                 self.current = None;
                 reply.send(Err(CommandError::StoreUnavailable(error.to_string())));
-                None
             }
         }
     }

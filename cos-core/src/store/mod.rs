@@ -26,9 +26,15 @@ pub const SNAPSHOT_MANIFEST: &str = "chief_of_state.v1.StateWrapper";
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// A revision being written already exists: another writer got there first.
+    /// A revision being written already exists, or the entity moved on: another writer got there first.
     #[error("revision already written by another writer: {0}")]
     Conflict(String),
+    /// The request's deadline passed before its transaction started; nothing was written.
+    #[error("deadline passed before the write started; nothing was written")]
+    Expired,
+    /// The database refused this request's data (for example bytes a text column cannot hold).
+    #[error("write refused by the database: {0}")]
+    Rejected(String),
     /// The database could not be reached or refused the operation; nothing was committed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -59,14 +65,27 @@ pub struct SnapshotWrite {
     pub delete_events_through: Option<Revision>,
 }
 
-/// All events of one command for one entity, written atomically, plus an optional snapshot.
+/// All events of one command for one entity, written atomically, plus an optional snapshot. The events'
+/// revisions follow `expected_revision` without gaps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendRequest {
     pub key: EntityKey,
+    /// The revision the writer believes is the entity's newest (0 for a new entity). The append fails with
+    /// [`StoreError::Conflict`] unless the stored head is exactly this: a stale writer can never write.
+    pub expected_revision: Revision,
     /// The entity's shard, stored for read sides.
     pub shard: u32,
     pub events: Vec<EncodedEvent>,
     pub snapshot: Option<SnapshotWrite>,
+}
+
+impl AppendRequest {
+    /// The entity's revision once this request is written.
+    pub fn new_revision(&self) -> Revision {
+        self.events
+            .last()
+            .map_or(self.expected_revision, |event| event.revision)
+    }
 }
 
 /// A raw stored row: its revision and payload bytes.
@@ -119,6 +138,9 @@ pub trait Journal: Send + Sync + 'static {
         key: &EntityKey,
         after: Revision,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The revision of an entity's newest write (its head), 0 if none.
+    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError>;
 
     /// Revisions of the snapshots kept for an entity, ascending.
     async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError>;

@@ -9,6 +9,10 @@ use crate::domain::{EntityKey, Revision};
 use crate::settings::PostgresSettings;
 use crate::store::{AppendRequest, Journal, StoreError, StoredRow, now_epoch_millis};
 
+/// Longest a single statement may run (PostgreSQL `statement_timeout`): a stalled database fails writes
+/// instead of holding entities forever.
+const STATEMENT_TIMEOUT: &str = "30s";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// A journal and snapshot store in one PostgreSQL schema.
@@ -25,7 +29,11 @@ impl PostgresJournal {
             .username(&settings.user)
             .password(&settings.password)
             .database(&settings.database)
-            .options([("search_path", settings.schema.as_str())])
+            // Quoted, like the CREATE SCHEMA below, so a mixed-case schema name means the same schema.
+            .options([
+                ("search_path", format!("\"{}\"", settings.schema)),
+                ("statement_timeout", STATEMENT_TIMEOUT.to_string()),
+            ])
             .application_name("chief-of-state");
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_max_size)
@@ -80,6 +88,36 @@ fn store_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Why writing one batch failed.
+enum WriteFailure {
+    /// An entity's head was not at the expected revision.
+    Stale(String),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl WriteFailure {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Stale(reason) => StoreError::Conflict(reason),
+            Self::Database(error) => store_error(error),
+        }
+    }
+
+    /// A failure caused by the request's own data (conflict, bad value), not by the database being down.
+    fn is_request_specific(&self) -> bool {
+        match self {
+            Self::Stale(_) => true,
+            Self::Database(error) => error.as_database_error().is_some(),
+        }
+    }
+}
+
 fn revision_from_row(value: i64) -> Result<Revision, StoreError> {
     Revision::try_from(value)
         .map_err(|_| StoreError::Corrupt(format!("revision {value} out of range")))
@@ -96,6 +134,86 @@ fn rows_to_stored(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredRow>, St
         });
     }
     Ok(stored)
+}
+
+/// Moves every entity's head from its expected revision to its new one: one INSERT for new entities (the key
+/// refuses a second creator) and one compare-and-set UPDATE for the others.
+async fn advance_heads(
+    transaction: &mut Transaction<'_, Postgres>,
+    requests: &[AppendRequest],
+) -> Result<(), WriteFailure> {
+    let (created, advanced): (Vec<&AppendRequest>, Vec<&AppendRequest>) = requests
+        .iter()
+        .partition(|request| request.expected_revision == 0);
+    if !created.is_empty() {
+        sqlx::query(
+            "INSERT INTO cos_entity_heads (entity_type, entity_id, revision) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])",
+        )
+        .bind(
+            created
+                .iter()
+                .map(|r| r.key.entity_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            created
+                .iter()
+                .map(|r| r.key.entity_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            created
+                .iter()
+                .map(|r| i64::from(r.new_revision()))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **transaction)
+        .await?;
+    }
+    if !advanced.is_empty() {
+        let updated = sqlx::query(
+            "UPDATE cos_entity_heads AS head SET revision = moves.new_revision \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+             AS moves(entity_type, entity_id, expected_revision, new_revision) \
+             WHERE head.entity_type = moves.entity_type AND head.entity_id = moves.entity_id \
+             AND head.revision = moves.expected_revision",
+        )
+        .bind(
+            advanced
+                .iter()
+                .map(|r| r.key.entity_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advanced
+                .iter()
+                .map(|r| r.key.entity_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advanced
+                .iter()
+                .map(|r| i64::from(r.expected_revision))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            advanced
+                .iter()
+                .map(|r| i64::from(r.new_revision()))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **transaction)
+        .await?;
+        if updated.rows_affected() != advanced.len() as u64 {
+            return Err(WriteFailure::Stale(format!(
+                "{} of {} entities were not at the expected revision",
+                advanced.len() as u64 - updated.rows_affected(),
+                advanced.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn insert_events(
@@ -176,16 +294,24 @@ async fn write_snapshots(
     Ok(())
 }
 
+/// Everything one batch writes, in one transaction (or savepoint).
+async fn write_batch(
+    transaction: &mut Transaction<'_, Postgres>,
+    requests: &[AppendRequest],
+) -> Result<(), WriteFailure> {
+    advance_heads(transaction, requests).await?;
+    insert_events(transaction, requests).await?;
+    write_snapshots(transaction, requests).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Journal for PostgresJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        insert_events(&mut transaction, requests)
+        write_batch(&mut transaction, requests)
             .await
-            .map_err(store_error)?;
-        write_snapshots(&mut transaction, requests)
-            .await
-            .map_err(store_error)?;
+            .map_err(WriteFailure::into_store_error)?;
         transaction.commit().await.map_err(store_error)
     }
 
@@ -196,24 +322,22 @@ impl Journal for PostgresJournal {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
-            let single = std::slice::from_ref(request);
             let mut savepoint = sqlx::Connection::begin(&mut *transaction)
                 .await
                 .map_err(store_error)?;
-            let written = match insert_events(&mut savepoint, single).await {
-                Ok(()) => write_snapshots(&mut savepoint, single).await,
-                Err(error) => Err(error),
-            };
-            match written {
+            match write_batch(&mut savepoint, std::slice::from_ref(request)).await {
                 Ok(()) => {
                     savepoint.commit().await.map_err(store_error)?;
                     outcomes.push(Ok(()));
                 }
-                Err(error) if is_unique_violation(&error) => {
+                Err(failure) if failure.is_request_specific() => {
                     savepoint.rollback().await.map_err(store_error)?;
-                    outcomes.push(Err(store_error(error)));
+                    outcomes.push(Err(match failure.into_store_error() {
+                        StoreError::Unavailable(reason) => StoreError::Rejected(reason),
+                        other => other,
+                    }));
                 }
-                Err(error) => return Err(store_error(error)),
+                Err(failure) => return Err(failure.into_store_error()),
             }
         }
         transaction.commit().await.map_err(store_error)?;
@@ -262,6 +386,21 @@ impl Journal for PostgresJournal {
         .await
         .map_err(store_error)?;
         rows_to_stored(rows)
+    }
+
+    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
+        let row = sqlx::query(
+            "SELECT revision FROM cos_entity_heads WHERE entity_type = $1 AND entity_id = $2",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        match row {
+            Some(row) => revision_from_row(row.try_get(0).map_err(store_error)?),
+            None => Ok(0),
+        }
     }
 
     async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {

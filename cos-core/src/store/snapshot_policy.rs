@@ -8,27 +8,32 @@ use crate::proto::chief_of_state::v1::StateWrapper;
 use crate::settings::SnapshotSettings;
 use crate::store::SnapshotWrite;
 
-/// Picks the snapshot to write with a command whose events have these resulting states, in revision order.
-/// A command crossing several multiples of the frequency snapshots only the highest one.
-pub fn plan_snapshot(
+/// The revision to snapshot among a command's new revisions `first..=last`: the highest multiple of the
+/// frequency, if any (a command crossing several multiples snapshots only the highest). Cheap: decides
+/// before any state is copied.
+pub fn revision_to_snapshot(
     settings: &SnapshotSettings,
-    states: &[StateWrapper],
-) -> Option<SnapshotWrite> {
-    if !settings.enabled || settings.frequency == 0 {
+    first: Revision,
+    last: Revision,
+) -> Option<Revision> {
+    if !settings.enabled || settings.frequency == 0 || last < first {
         return None;
     }
-    let chosen = states.iter().rev().find(|state| {
-        let revision = state.meta.as_ref().map_or(0, |meta| meta.revision_number);
-        revision > 0 && revision % settings.frequency == 0
-    })?;
-    let revision = chosen.meta.as_ref().map_or(0, |meta| meta.revision_number);
+    let highest_multiple = last - last % settings.frequency;
+    (highest_multiple >= first && highest_multiple > 0).then_some(highest_multiple)
+}
+
+/// The snapshot write for a state chosen by [`revision_to_snapshot`], with what retention and compaction
+/// then delete.
+pub fn snapshot_write(settings: &SnapshotSettings, state: &StateWrapper) -> SnapshotWrite {
+    let revision = state.meta.as_ref().map_or(0, |meta| meta.revision_number);
     let keep_from = oldest_retained(settings, revision);
-    Some(SnapshotWrite {
+    SnapshotWrite {
         revision,
-        payload: chosen.encode_to_vec(),
+        payload: state.encode_to_vec(),
         delete_snapshots_before: keep_from,
         delete_events_through: settings.delete_events.then_some(keep_from),
-    })
+    }
 }
 
 /// The revision of the oldest snapshot that retention keeps once `revision` is snapshotted.
@@ -67,8 +72,9 @@ mod tests {
     #[test]
     fn snapshots_only_on_multiples_of_the_frequency() {
         let policy = settings(3, 2, false);
-        assert!(plan_snapshot(&policy, &[state_at(1), state_at(2)]).is_none());
-        let plan = plan_snapshot(&policy, &[state_at(2), state_at(3), state_at(4)]).expect("plan");
+        assert_eq!(revision_to_snapshot(&policy, 1, 2), None);
+        assert_eq!(revision_to_snapshot(&policy, 2, 4), Some(3));
+        let plan = snapshot_write(&policy, &state_at(3));
         assert_eq!(plan.revision, 3);
         assert_eq!(plan.delete_events_through, None);
     }
@@ -76,9 +82,8 @@ mod tests {
     #[test]
     fn a_command_crossing_two_multiples_snapshots_the_highest() {
         let policy = settings(2, 2, true);
-        let states: Vec<StateWrapper> = (1..=5).map(state_at).collect();
-        let plan = plan_snapshot(&policy, &states).expect("plan");
-        assert_eq!(plan.revision, 4);
+        assert_eq!(revision_to_snapshot(&policy, 1, 5), Some(4));
+        let plan = snapshot_write(&policy, &state_at(4));
         assert_eq!(plan.delete_snapshots_before, 2);
         assert_eq!(plan.delete_events_through, Some(2));
     }
@@ -86,7 +91,7 @@ mod tests {
     #[test]
     fn retention_keeps_the_newest_n() {
         let policy = settings(100, 2, true);
-        let plan = plan_snapshot(&policy, &[state_at(300)]).expect("plan");
+        let plan = snapshot_write(&policy, &state_at(300));
         assert_eq!(plan.delete_snapshots_before, 200);
         assert_eq!(plan.delete_events_through, Some(200));
         assert_eq!(oldest_retained(&policy, 100), 1);
@@ -96,6 +101,6 @@ mod tests {
     fn disabled_never_snapshots() {
         let mut policy = settings(1, 1, false);
         policy.enabled = false;
-        assert!(plan_snapshot(&policy, &[state_at(1)]).is_none());
+        assert_eq!(revision_to_snapshot(&policy, 1, 1), None);
     }
 }

@@ -80,11 +80,78 @@ fn rows_to_stored(rows: Vec<SqliteRow>) -> Result<Vec<StoredRow>, StoreError> {
     Ok(stored)
 }
 
+/// Why writing one request failed.
+enum WriteFailure {
+    /// The entity's head was not at the expected revision.
+    Stale(String),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WriteFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl WriteFailure {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Stale(reason) => StoreError::Conflict(reason),
+            Self::Database(error) => store_error(error),
+        }
+    }
+
+    fn is_request_specific(&self) -> bool {
+        match self {
+            Self::Stale(_) => true,
+            Self::Database(error) => error.as_database_error().is_some(),
+        }
+    }
+}
+
+/// Moves the entity's head from its expected revision to its new one (compare-and-set).
+async fn advance_head(
+    transaction: &mut Transaction<'_, Sqlite>,
+    request: &AppendRequest,
+) -> Result<(), WriteFailure> {
+    let entity_type = request.key.entity_type.as_str();
+    let entity_id = request.key.entity_id.as_str();
+    let new_revision = i64::from(request.new_revision());
+    if request.expected_revision == 0 {
+        sqlx::query(
+            "INSERT INTO cos_entity_heads (entity_type, entity_id, revision) VALUES (?, ?, ?)",
+        )
+        .bind(entity_type)
+        .bind(entity_id)
+        .bind(new_revision)
+        .execute(&mut **transaction)
+        .await?;
+        return Ok(());
+    }
+    let updated = sqlx::query(
+        "UPDATE cos_entity_heads SET revision = ? WHERE entity_type = ? AND entity_id = ? AND revision = ?",
+    )
+    .bind(new_revision)
+    .bind(entity_type)
+    .bind(entity_id)
+    .bind(i64::from(request.expected_revision))
+    .execute(&mut **transaction)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(WriteFailure::Stale(format!(
+            "{} is not at revision {}",
+            request.key, request.expected_revision
+        )));
+    }
+    Ok(())
+}
+
 async fn write_request(
     transaction: &mut Transaction<'_, Sqlite>,
     request: &AppendRequest,
     written_at: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), WriteFailure> {
+    advance_head(transaction, request).await?;
     let entity_type = request.key.entity_type.as_str();
     let entity_id = request.key.entity_id.as_str();
     for event in &request.events {
@@ -144,7 +211,7 @@ impl Journal for SqliteJournal {
         for request in requests {
             write_request(&mut transaction, request, written_at)
                 .await
-                .map_err(store_error)?;
+                .map_err(WriteFailure::into_store_error)?;
         }
         transaction.commit().await.map_err(store_error)
     }
@@ -165,11 +232,14 @@ impl Journal for SqliteJournal {
                     savepoint.commit().await.map_err(store_error)?;
                     outcomes.push(Ok(()));
                 }
-                Err(error) if is_unique_violation(&error) => {
+                Err(failure) if failure.is_request_specific() => {
                     savepoint.rollback().await.map_err(store_error)?;
-                    outcomes.push(Err(store_error(error)));
+                    outcomes.push(Err(match failure.into_store_error() {
+                        StoreError::Unavailable(reason) => StoreError::Rejected(reason),
+                        other => other,
+                    }));
                 }
-                Err(error) => return Err(store_error(error)),
+                Err(failure) => return Err(failure.into_store_error()),
             }
         }
         transaction.commit().await.map_err(store_error)?;
@@ -218,6 +288,23 @@ impl Journal for SqliteJournal {
         .await
         .map_err(store_error)?;
         rows_to_stored(rows)
+    }
+
+    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
+        let row = sqlx::query(
+            "SELECT revision FROM cos_entity_heads WHERE entity_type = ? AND entity_id = ?",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(0);
+        };
+        let revision: i64 = row.try_get(0).map_err(store_error)?;
+        Revision::try_from(revision)
+            .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))
     }
 
     async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {

@@ -2,9 +2,11 @@
 //! command. Per-entity order stays strict because an entity awaits its append before its next command.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::store::{AppendRequest, Journal, StoreError};
 
@@ -31,8 +33,14 @@ impl Default for WriterOptions {
 
 struct PendingAppend {
     request: AppendRequest,
+    /// Queued until a batch claims it; the caller may withdraw it before that, at its deadline.
+    claim: Arc<AtomicU8>,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
+
+const QUEUED: u8 = 0;
+const CLAIMED: u8 = 1;
+const WITHDRAWN: u8 = 2;
 
 /// A cloneable handle to the group-commit task; the task ends when every handle is dropped, after
 /// finishing what was queued.
@@ -49,17 +57,57 @@ impl JournalWriter {
         (Self { sender }, task)
     }
 
-    /// Appends one entity's events (atomically) and waits until they are committed.
-    pub async fn append(&self, request: AppendRequest) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(PendingAppend { request, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("journal writer stopped".to_string()))?;
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("journal writer stopped before answering".to_string())
-        })?
+    /// Appends one entity's events (atomically) and waits until they are committed. If `deadline` passes
+    /// while the request is still queued (no transaction has taken it yet), it is withdrawn and answered
+    /// [`StoreError::Expired`] at once: it is never written. Once a transaction has it, the outcome of that
+    /// transaction is awaited, whatever the time.
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+        deadline: Option<Instant>,
+    ) -> Result<(), StoreError> {
+        let (reply, mut answer) = oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let pending = PendingAppend {
+            request,
+            claim: claim.clone(),
+            reply,
+        };
+        let queued = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.sender.send(pending)).await,
+            None => Ok(self.sender.send(pending).await),
+        };
+        match queued {
+            Err(_elapsed) => return Err(StoreError::Expired),
+            Ok(Err(_closed)) => {
+                return Err(StoreError::Unavailable(
+                    "journal writer stopped".to_string(),
+                ));
+            }
+            Ok(Ok(())) => {}
+        }
+        if let Some(deadline) = deadline {
+            tokio::select! {
+                outcome = &mut answer => return flatten(outcome),
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            let withdrawn = claim
+                .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if withdrawn {
+                return Err(StoreError::Expired);
+            }
+        }
+        flatten(answer.await)
     }
+}
+
+fn flatten(
+    outcome: Result<Result<(), StoreError>, oneshot::error::RecvError>,
+) -> Result<(), StoreError> {
+    outcome.map_err(|_| {
+        StoreError::Unavailable("journal writer stopped before answering".to_string())
+    })?
 }
 
 async fn run_writer(
@@ -92,15 +140,27 @@ async fn run_writer(
     let _all_done = slots.acquire_many(permits).await;
 }
 
-/// Commits a batch in one transaction; if a conflict fails it, commits it again with each request isolated
-/// (still one transaction) so only the conflicting entity is refused.
+/// Commits a batch in one transaction; if that fails, commits it again with each request isolated (still
+/// one transaction, a savepoint each) so a conflicting or refused request fails alone. Requests withdrawn
+/// by their callers (deadline passed) are skipped before anything is written.
 async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
-    let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch
-        .into_iter()
-        .map(|pending| (pending.request, pending.reply))
-        .unzip();
+    let mut requests = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for pending in batch {
+        let claimed = pending
+            .claim
+            .compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            requests.push(pending.request);
+            replies.push(pending.reply);
+        }
+    }
+    if requests.is_empty() {
+        return;
+    }
     let outcomes = match journal.append_atomically(&requests).await {
-        Err(StoreError::Conflict(_)) if requests.len() > 1 => {
+        Err(StoreError::Conflict(_) | StoreError::Unavailable(_)) if requests.len() > 1 => {
             match journal.append_isolating(&requests).await {
                 Ok(outcomes) => outcomes,
                 Err(error) => vec![Err(error); requests.len()],

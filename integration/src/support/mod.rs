@@ -2,6 +2,7 @@
 //! a helper that starts a Chief of State node on SQLite or PostgreSQL.
 
 pub mod database;
+pub mod faulty_journal;
 pub mod node;
 pub mod script_handler;
 

@@ -149,6 +149,17 @@ impl TestNode {
         Ok(Self { node, client })
     }
 
+    /// Starts a node on a given journal (for fault injection).
+    pub async fn start_with_journal(
+        settings: Settings,
+        journal: Arc<dyn Journal>,
+    ) -> anyhow::Result<Self> {
+        let node = RunningNode::start_with_journal(settings, journal).await?;
+        let client =
+            ChiefOfStateServiceClient::connect(format!("http://{}", node.local_address())).await?;
+        Ok(Self { node, client })
+    }
+
     /// Stops the node gracefully.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.node.shutdown().await?;

@@ -1,0 +1,100 @@
+//! Fault injection at the storage seam (the TiKV failpoint idea without the macro): a journal that wraps a
+//! real store and can delay or fail its appends, to test what happens between "decided" and "committed".
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cos_core::domain::{EntityKey, Revision};
+use cos_core::store::{AppendRequest, Journal, StoreError, StoredRow};
+
+/// A real journal with switchable faults on the write path.
+pub struct FaultyJournal {
+    inner: Arc<dyn Journal>,
+    append_delay_millis: AtomicU64,
+    failing_appends: AtomicUsize,
+}
+
+impl FaultyJournal {
+    pub fn new(inner: Arc<dyn Journal>) -> Self {
+        Self {
+            inner,
+            append_delay_millis: AtomicU64::new(0),
+            failing_appends: AtomicUsize::new(0),
+        }
+    }
+
+    /// Every append waits this long before reaching the database.
+    pub fn delay_appends(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.append_delay_millis.store(millis, Ordering::SeqCst);
+    }
+
+    /// The next `count` appends fail as if the database were unreachable (nothing is written).
+    pub fn fail_next_appends(&self, count: usize) {
+        self.failing_appends.store(count, Ordering::SeqCst);
+    }
+
+    async fn before_append(&self) -> Result<(), StoreError> {
+        let delay = self.append_delay_millis.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let failing =
+            self.failing_appends
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                });
+        if failing.is_ok() {
+            return Err(StoreError::Unavailable(
+                "injected fault: connection reset".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Journal for FaultyJournal {
+    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
+        self.before_append().await?;
+        self.inner.append_atomically(requests).await
+    }
+
+    async fn append_isolating(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.before_append().await?;
+        self.inner.append_isolating(requests).await
+    }
+
+    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        self.inner.newest_event(key).await
+    }
+
+    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        self.inner.newest_snapshot(key).await
+    }
+
+    async fn events_after(
+        &self,
+        key: &EntityKey,
+        after: Revision,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        self.inner.events_after(key, after).await
+    }
+
+    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
+        self.inner.head_revision(key).await
+    }
+
+    async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {
+        self.inner.snapshot_revisions(key).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
