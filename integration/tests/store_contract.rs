@@ -160,7 +160,7 @@ async fn isolated_appends_refuse_only_the_conflicting_request(
         .append_atomically(&[append(&taken, vec![event(1, "a")])])
         .await?;
     let outcomes = journal
-        .append_isolating(&[
+        .append_batch(&[
             append(&innocent, vec![event(1, "x"), event(2, "x|y")]),
             append(&taken, vec![event(1, "b"), event(2, "b|c")]),
         ])
@@ -175,6 +175,50 @@ async fn isolated_appends_refuse_only_the_conflicting_request(
         journal.events_after(&taken, 0).await?.len(),
         1,
         "no part of the refused request is written"
+    );
+    journal.close().await;
+    Ok(())
+}
+
+async fn a_batch_mixing_snapshots_and_plain_appends_is_written_per_request(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let fresh = default_key("mix-fresh")?;
+    let snapshotted = default_key("mix-snapshotted")?;
+    let stale = default_key("mix-stale")?;
+    journal
+        .append_atomically(&[
+            append(&snapshotted, vec![event(1, "s")]),
+            append(&stale, vec![event(1, "t"), event(2, "t|u")]),
+        ])
+        .await?;
+    let mut with_snapshot = append(&snapshotted, vec![event(2, "s|2")]);
+    with_snapshot.snapshot = Some(snapshot(2, "s|2", 1, None));
+    let outcomes = journal
+        .append_batch(&[
+            append(&fresh, vec![event(1, "f")]),
+            with_snapshot,
+            append(&stale, vec![event(2, "old")]),
+        ])
+        .await?;
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[2], Err(StoreError::Conflict(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(journal.head_revision(&fresh).await?, 1);
+    assert_eq!(journal.head_revision(&snapshotted).await?, 2);
+    assert_eq!(journal.snapshot_revisions(&snapshotted).await?, vec![2]);
+    assert_eq!(journal.head_revision(&stale).await?, 2);
+    let stale_rows = journal.events_after(&stale, 0).await?;
+    assert_eq!(
+        any_text(
+            cos_core::store::decode_event(&stale_rows[1])?
+                .resulting_state
+                .as_ref()
+        ),
+        "t|u"
     );
     journal.close().await;
     Ok(())
@@ -252,12 +296,12 @@ impl Journal for CountingJournal {
         self.transactions.fetch_add(1, Ordering::SeqCst);
         self.inner.append_atomically(requests).await
     }
-    async fn append_isolating(
+    async fn append_batch(
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.transactions.fetch_add(1, Ordering::SeqCst);
-        self.inner.append_isolating(requests).await
+        self.inner.append_batch(requests).await
     }
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
         self.inner.newest_event(key).await
@@ -367,6 +411,7 @@ on_both_stores!(
     a_failed_batch_writes_nothing,
     isolated_appends_refuse_only_the_conflicting_request,
     a_stale_writer_is_refused_even_after_compaction,
+    a_batch_mixing_snapshots_and_plain_appends_is_written_per_request,
     latest_state_prefers_the_newest_of_snapshot_and_event,
     entity_types_are_part_of_the_key,
     corrupt_payloads_are_reported_not_trusted,

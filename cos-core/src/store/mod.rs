@@ -117,11 +117,12 @@ pub trait Journal: Send + Sync + 'static {
     /// the whole call with [`StoreError::Conflict`].
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError>;
 
-    /// Writes the requests in one transaction, each atomically on its own (a savepoint each): a request
-    /// whose revision exists gets [`StoreError::Conflict`] while the others are committed. The group-commit
-    /// writer uses it after a conflict failed a whole batch, so one stale writer cannot degrade a batch into
-    /// single-request transactions. The outer error means nothing was committed.
-    async fn append_isolating(
+    /// Writes each request atomically on its own, in as few round trips as the backend allows (PostgreSQL:
+    /// one statement for a batch without snapshots; otherwise one transaction with a savepoint per
+    /// request). A request whose entity is not at its expected revision gets [`StoreError::Conflict`], one
+    /// whose data the database refuses gets [`StoreError::Rejected`]; the others are committed. This is
+    /// the group-commit writer's path. The outer error means nothing was committed.
+    async fn append_batch(
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;

@@ -216,7 +216,7 @@ impl Journal for SqliteJournal {
         transaction.commit().await.map_err(store_error)
     }
 
-    async fn append_isolating(
+    async fn append_batch(
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {

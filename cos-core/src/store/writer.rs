@@ -140,9 +140,8 @@ async fn run_writer(
     let _all_done = slots.acquire_many(permits).await;
 }
 
-/// Commits a batch in one transaction; if that fails, commits it again with each request isolated (still
-/// one transaction, a savepoint each) so a conflicting or refused request fails alone. Requests withdrawn
-/// by their callers (deadline passed) are skipped before anything is written.
+/// Commits a batch with [`Journal::append_batch`], so a conflicting or refused request fails alone.
+/// Requests withdrawn by their callers (deadline passed) are skipped before anything is written.
 async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
     let mut requests = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -159,14 +158,9 @@ async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
     if requests.is_empty() {
         return;
     }
-    let outcomes = match journal.append_atomically(&requests).await {
-        Err(StoreError::Conflict(_) | StoreError::Unavailable(_)) if requests.len() > 1 => {
-            match journal.append_isolating(&requests).await {
-                Ok(outcomes) => outcomes,
-                Err(error) => vec![Err(error); requests.len()],
-            }
-        }
-        shared => vec![shared; requests.len()],
+    let outcomes = match journal.append_batch(&requests).await {
+        Ok(outcomes) => outcomes,
+        Err(error) => vec![Err(error); requests.len()],
     };
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _receiver_gone = reply.send(outcome);

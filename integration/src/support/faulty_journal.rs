@@ -62,12 +62,12 @@ impl Journal for FaultyJournal {
         self.inner.append_atomically(requests).await
     }
 
-    async fn append_isolating(
+    async fn append_batch(
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         self.before_append().await?;
-        self.inner.append_isolating(requests).await
+        self.inner.append_batch(requests).await
     }
 
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {

@@ -2,16 +2,20 @@
 //! boot from `migrations/postgres`.
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
 
 use crate::domain::{EntityKey, Revision};
 use crate::settings::PostgresSettings;
-use crate::store::{AppendRequest, Journal, StoreError, StoredRow, now_epoch_millis};
+use crate::store::{AppendRequest, Journal, StoreError, StoredRow};
 
 /// Longest a single statement may run (PostgreSQL `statement_timeout`): a stalled database fails writes
 /// instead of holding entities forever.
 const STATEMENT_TIMEOUT: &str = "30s";
+
+mod write;
+
+use write::{WriteFailure, append_in_one_statement, write_batch};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -88,36 +92,6 @@ fn store_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// Why writing one batch failed.
-enum WriteFailure {
-    /// An entity's head was not at the expected revision.
-    Stale(String),
-    Database(sqlx::Error),
-}
-
-impl From<sqlx::Error> for WriteFailure {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
-    }
-}
-
-impl WriteFailure {
-    fn into_store_error(self) -> StoreError {
-        match self {
-            Self::Stale(reason) => StoreError::Conflict(reason),
-            Self::Database(error) => store_error(error),
-        }
-    }
-
-    /// A failure caused by the request's own data (conflict, bad value), not by the database being down.
-    fn is_request_specific(&self) -> bool {
-        match self {
-            Self::Stale(_) => true,
-            Self::Database(error) => error.as_database_error().is_some(),
-        }
-    }
-}
-
 fn revision_from_row(value: i64) -> Result<Revision, StoreError> {
     Revision::try_from(value)
         .map_err(|_| StoreError::Corrupt(format!("revision {value} out of range")))
@@ -136,188 +110,11 @@ fn rows_to_stored(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredRow>, St
     Ok(stored)
 }
 
-/// Moves every entity's head from its expected revision to its new one: one INSERT for new entities (the key
-/// refuses a second creator) and one compare-and-set UPDATE for the others.
-async fn advance_heads(
-    transaction: &mut Transaction<'_, Postgres>,
-    requests: &[AppendRequest],
-) -> Result<(), WriteFailure> {
-    let (created, advanced): (Vec<&AppendRequest>, Vec<&AppendRequest>) = requests
-        .iter()
-        .partition(|request| request.expected_revision == 0);
-    if !created.is_empty() {
-        sqlx::query(
-            "INSERT INTO cos_entity_heads (entity_type, entity_id, revision) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[])",
-        )
-        .bind(
-            created
-                .iter()
-                .map(|r| r.key.entity_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|r| r.key.entity_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|r| i64::from(r.new_revision()))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **transaction)
-        .await?;
-    }
-    if !advanced.is_empty() {
-        let updated = sqlx::query(
-            "UPDATE cos_entity_heads AS head SET revision = moves.new_revision \
-             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) \
-             AS moves(entity_type, entity_id, expected_revision, new_revision) \
-             WHERE head.entity_type = moves.entity_type AND head.entity_id = moves.entity_id \
-             AND head.revision = moves.expected_revision",
-        )
-        .bind(
-            advanced
-                .iter()
-                .map(|r| r.key.entity_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            advanced
-                .iter()
-                .map(|r| r.key.entity_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            advanced
-                .iter()
-                .map(|r| i64::from(r.expected_revision))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            advanced
-                .iter()
-                .map(|r| i64::from(r.new_revision()))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut **transaction)
-        .await?;
-        if updated.rows_affected() != advanced.len() as u64 {
-            return Err(WriteFailure::Stale(format!(
-                "{} of {} entities were not at the expected revision",
-                advanced.len() as u64 - updated.rows_affected(),
-                advanced.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
-async fn insert_events(
-    transaction: &mut Transaction<'_, Postgres>,
-    requests: &[AppendRequest],
-) -> Result<(), sqlx::Error> {
-    let total: usize = requests.iter().map(|request| request.events.len()).sum();
-    let mut entity_types = Vec::with_capacity(total);
-    let mut entity_ids = Vec::with_capacity(total);
-    let mut revisions = Vec::with_capacity(total);
-    let mut shards = Vec::with_capacity(total);
-    let mut payloads = Vec::with_capacity(total);
-    for request in requests {
-        for event in &request.events {
-            entity_types.push(request.key.entity_type.as_str());
-            entity_ids.push(request.key.entity_id.as_str());
-            revisions.push(i64::from(event.revision));
-            shards.push(i32::try_from(request.shard).unwrap_or(i32::MAX));
-            payloads.push(event.payload.as_slice());
-        }
-    }
-    sqlx::query(
-        "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at) \
-         SELECT t, i, r, s, p, $6 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::bytea[]) \
-         AS rows(t, i, r, s, p)",
-    )
-    .bind(entity_types)
-    .bind(entity_ids)
-    .bind(revisions)
-    .bind(shards)
-    .bind(payloads)
-    .bind(now_epoch_millis())
-    .execute(&mut **transaction)
-    .await?;
-    Ok(())
-}
-
-async fn write_snapshots(
-    transaction: &mut Transaction<'_, Postgres>,
-    requests: &[AppendRequest],
-) -> Result<(), sqlx::Error> {
-    for request in requests {
-        let Some(snapshot) = &request.snapshot else {
-            continue;
-        };
-        let entity_type = request.key.entity_type.as_str();
-        let entity_id = request.key.entity_id.as_str();
-        sqlx::query(
-            "INSERT INTO cos_snapshots (entity_type, entity_id, revision, snapshot_payload, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(entity_type)
-        .bind(entity_id)
-        .bind(i64::from(snapshot.revision))
-        .bind(snapshot.payload.as_slice())
-        .bind(now_epoch_millis())
-        .execute(&mut **transaction)
-        .await?;
-        sqlx::query(
-            "DELETE FROM cos_snapshots WHERE entity_type = $1 AND entity_id = $2 AND revision < $3",
-        )
-        .bind(entity_type)
-        .bind(entity_id)
-        .bind(i64::from(snapshot.delete_snapshots_before))
-        .execute(&mut **transaction)
-        .await?;
-        if let Some(through) = snapshot.delete_events_through {
-            sqlx::query(
-                "DELETE FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 AND revision <= $3",
-            )
-            .bind(entity_type)
-            .bind(entity_id)
-            .bind(i64::from(through))
-            .execute(&mut **transaction)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Everything one batch writes, in one transaction (or savepoint).
-async fn write_batch(
-    transaction: &mut Transaction<'_, Postgres>,
-    requests: &[AppendRequest],
-) -> Result<(), WriteFailure> {
-    advance_heads(transaction, requests).await?;
-    insert_events(transaction, requests).await?;
-    write_snapshots(transaction, requests).await?;
-    Ok(())
-}
-
-#[async_trait]
-impl Journal for PostgresJournal {
-    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        write_batch(&mut transaction, requests)
-            .await
-            .map_err(WriteFailure::into_store_error)?;
-        transaction.commit().await.map_err(store_error)
-    }
-
-    async fn append_isolating(
+impl PostgresJournal {
+    /// One transaction, a savepoint per request: each request is written or refused on its own.
+    async fn append_with_savepoints(
         &self,
-        requests: &[AppendRequest],
+        requests: &[&AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -325,7 +122,7 @@ impl Journal for PostgresJournal {
             let mut savepoint = sqlx::Connection::begin(&mut *transaction)
                 .await
                 .map_err(store_error)?;
-            match write_batch(&mut savepoint, std::slice::from_ref(request)).await {
+            match write_batch(&mut savepoint, std::slice::from_ref(*request)).await {
                 Ok(()) => {
                     savepoint.commit().await.map_err(store_error)?;
                     outcomes.push(Ok(()));
@@ -342,6 +139,67 @@ impl Journal for PostgresJournal {
         }
         transaction.commit().await.map_err(store_error)?;
         Ok(outcomes)
+    }
+}
+
+#[async_trait]
+impl Journal for PostgresJournal {
+    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(store_error)?;
+        write_batch(&mut transaction, requests)
+            .await
+            .map_err(WriteFailure::into_store_error)?;
+        transaction.commit().await.map_err(store_error)
+    }
+
+    async fn append_batch(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut outcomes: Vec<Option<Result<(), StoreError>>> = vec![None; requests.len()];
+        // Requests without a snapshot (nearly all) go in one autocommitted statement: one round trip for
+        // the whole batch, and it reports per entity whether its head moved.
+        let plain: Vec<usize> = (0..requests.len())
+            .filter(|&index| requests[index].snapshot.is_none())
+            .collect();
+        if !plain.is_empty() {
+            let batch: Vec<&AppendRequest> = plain.iter().map(|&index| &requests[index]).collect();
+            match append_in_one_statement(&self.pool, &batch).await {
+                Ok(written) => {
+                    for (&index, was_written) in plain.iter().zip(written) {
+                        outcomes[index] = Some(if was_written {
+                            Ok(())
+                        } else {
+                            Err(StoreError::Conflict(format!(
+                                "{} is not at revision {}",
+                                requests[index].key, requests[index].expected_revision
+                            )))
+                        });
+                    }
+                }
+                Err(error) if error.as_database_error().is_some() => {
+                    // Something in the data itself: find the culprit request by request below.
+                }
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        let remaining: Vec<usize> = (0..requests.len())
+            .filter(|&index| outcomes[index].is_none())
+            .collect();
+        if !remaining.is_empty() {
+            let batch: Vec<&AppendRequest> =
+                remaining.iter().map(|&index| &requests[index]).collect();
+            let isolated = self.append_with_savepoints(&batch).await?;
+            for (index, outcome) in remaining.into_iter().zip(isolated) {
+                outcomes[index] = Some(outcome);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or(Err(StoreError::Unavailable("request not written".into())))
+            })
+            .collect())
     }
 
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
