@@ -18,14 +18,21 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&LoadOptions::from_process_env(cli.config)) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("cos: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    cos_server::logging::init(&settings.logging);
+    let (settings, warnings) =
+        match Settings::load_with_warnings(&LoadOptions::from_process_env(cli.config)) {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                eprintln!("cos: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    if let Err(error) = cos_server::logging::init(&settings.logging) {
+        eprintln!("cos: {error}");
+        return ExitCode::from(2);
+    }
+    for warning in warnings {
+        tracing::warn!(%warning, "settings warning");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

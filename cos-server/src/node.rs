@@ -114,7 +114,7 @@ impl RunningNode {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (stop_serving, stop_signal) = oneshot::channel::<()>();
-        tracing::info!(address = %local_address, store = store_name(&settings.store),
+        tracing::info!(service = %settings.service_name, address = %local_address, store = store_name(&settings.store),
             entity_types = settings.entity_types.types.len(), "chief of state is serving grpc");
         let server = tokio::spawn(async move {
             let serving = tonic::transport::Server::builder()

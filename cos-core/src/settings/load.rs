@@ -100,6 +100,7 @@ impl Settings {
     ) -> Result<(Settings, Vec<String>), SettingsError> {
         let sources = Sources::read(options)?;
         check_server_protocol(&sources)?;
+        check_read_sides(&sources)?;
         let settings = Settings {
             service_name: load_service_name(&sources)?,
             deployment_mode: load_deployment_mode(&sources)?,
@@ -144,6 +145,17 @@ fn check_server_protocol(sources: &Sources<'_>) -> Result<(), SettingsError> {
         }
         _ => Err(raw.invalid("must be grpc (http and both are not available in this build yet)")),
     }
+}
+
+/// Read sides do not exist yet: a deployment that enables them must not start and silently project nothing.
+fn check_read_sides(sources: &Sources<'_>) -> Result<(), SettingsError> {
+    let raw = sources.global("read_side_enabled", "false")?;
+    if raw.boolean()? {
+        return Err(raw.invalid(
+            "read sides are not available in this build yet; set it to false to run without them",
+        ));
+    }
+    Ok(())
 }
 
 fn load_listen_address(sources: &Sources<'_>) -> Result<SocketAddr, SettingsError> {

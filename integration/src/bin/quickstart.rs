@@ -56,7 +56,7 @@ async fn run() -> anyhow::Result<()> {
         config_file: None,
         environment,
     })?;
-    cos_server::logging::init(&settings.logging);
+    cos_server::logging::init(&settings.logging)?;
 
     let mut node = RunningNode::start(settings).await?;
     let cos_address = node.local_address();

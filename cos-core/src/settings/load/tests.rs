@@ -445,7 +445,7 @@ fn config_file_problems_are_reported() {
 fn unknown_cos_variables_are_returned_as_warnings() {
     let (_settings, warnings) = Settings::load_with_warnings(&with_handler(&[
         ("COS_SNAPSHOT_FREQUENCYY", "10"),
-        ("COS_READ_SIDE_ENABLED", "true"),
+        ("COS_READ_SIDE_ENABLED", "false"),
         ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
         ("COS_SUBSCRIPTION_ENABLED", "false"),
         ("COS_REPLICA_COUNT", "3"),
@@ -465,4 +465,13 @@ fn an_explicit_config_file_wins_over_cos_config_file() {
     let explicit = PathBuf::from("explicit.yaml");
     let options = LoadOptions::from_process_env(Some(explicit.clone()));
     assert_eq!(options.config_file, Some(explicit));
+}
+
+#[test]
+fn enabling_read_sides_stops_start_up_until_they_exist() {
+    let error = load_error(&with_handler(&[("COS_READ_SIDE_ENABLED", "true")]));
+    assert!(
+        error.contains("COS_READ_SIDE_ENABLED=\"true\"") && error.contains("not available"),
+        "{error}"
+    );
 }
