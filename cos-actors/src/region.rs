@@ -23,7 +23,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(RactorMessage)]
 pub enum RegionMessage {
     /// Route a request to the shard of its entity.
-    Deliver(EntityEnvelope),
+    Deliver(Box<EntityEnvelope>),
 }
 
 /// Arguments to start a region.
@@ -103,7 +103,7 @@ impl Actor for RegionActor {
 }
 
 impl RegionState {
-    async fn deliver(&mut self, myself: &ActorRef<RegionMessage>, envelope: EntityEnvelope) {
+    async fn deliver(&mut self, myself: &ActorRef<RegionMessage>, envelope: Box<EntityEnvelope>) {
         let shard = shard_of(envelope.entity_id.as_str(), self.runtime.num_shards);
         let actor = match self.shards.get(&shard) {
             Some(actor) => actor.clone(),

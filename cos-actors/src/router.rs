@@ -96,12 +96,12 @@ impl EntityRouter {
         let is_command = matches!(request, EntityRequest::ProcessCommand(_));
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let envelope = EntityEnvelope {
+        let envelope = Box::new(EntityEnvelope {
             entity_id,
             request,
             deadline,
             reply,
-        };
+        });
         if region.cast(RegionMessage::Deliver(envelope)).is_err() {
             return Err(CommandError::StoreUnavailable(format!(
                 "shard region of {entity_type} is not running"

