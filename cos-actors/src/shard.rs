@@ -54,6 +54,8 @@ pub struct ShardState {
     live: HashMap<EntityId, LiveEntity>,
     ids_by_actor: HashMap<ActorId, EntityId>,
     /// Entities asked to stop, with the requests that arrived meanwhile.
+    // Envelopes travel boxed from the router to the entity; keeping the boxes avoids re-allocating them.
+    #[allow(clippy::vec_box)]
     stopping: HashMap<EntityId, Vec<Box<EntityEnvelope>>>,
     recency: LruOrder<EntityId>,
 }
