@@ -29,9 +29,11 @@ impl Actor for Minimal {
     async fn handle(
         &self,
         _myself: ActorRef<Ping>,
-        _message: Ping,
+        message: Ping,
         _state: &mut (),
     ) -> Result<(), ActorProcessingErr> {
+        let Ping::Once(value) = message;
+        std::hint::black_box(value);
         Ok(())
     }
 }
