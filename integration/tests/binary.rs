@@ -7,23 +7,12 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
+use cos_integration::bench::process::sibling_binary;
 use cos_integration::support::script_handler::{ScriptHandler, text_any};
 
-/// The `cos` binary next to this test's target directory (built by `cargo build --workspace --bins`).
+/// The `cos` binary of this build (`cargo build --workspace --bins` puts it beside the test executables).
 fn cos_binary() -> PathBuf {
-    let test_executable = std::env::current_exe().unwrap_or_default();
-    let profile_dir = test_executable
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let binary = profile_dir.join("cos");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        binary.display()
-    );
-    binary
+    sibling_binary("cos").unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn run_with_env(variables: &[(&str, &str)]) -> std::process::Output {
