@@ -1,5 +1,6 @@
 //! Chief of State core: domain types, settings, stores and write-handler clients. Knows nothing of actors.
 
+pub mod cluster;
 pub mod domain;
 pub mod error;
 pub mod handler;
