@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "chief_of_state/v1/persistence.proto",
         "google/rpc/status.proto",
         "cos/internal/v1/internal.proto",
+        "cos/internal/v1/cluster.proto",
     ];
     let paths: Vec<String> = files
         .iter()

@@ -26,6 +26,8 @@ pub struct EntityEnvelope {
     pub request: EntityRequest,
     /// After this instant the entity abandons the request before writing anything.
     pub deadline: Instant,
+    /// Sent by another node's region: deliver here or refuse, never forward again.
+    pub from_remote: bool,
     pub reply: oneshot::Sender<EntityResult>,
 }
 

@@ -2,6 +2,7 @@
 //! [`shard`] -> [`entity`]. Entities are local actors, never remotable; only regions (and, later, the
 //! coordinator and membership actors) cross nodes.
 
+pub mod cluster;
 pub mod entity;
 pub mod envelope;
 pub mod passivation;

@@ -1,6 +1,7 @@
 //! The shard region of one entity type on this node: maps an entity id to its shard (Java-compatible hash)
-//! and forwards to the shard actor, starting it on first use. With a single node every shard is local; the
-//! cluster issue adds remote homes and the coordinator here, behind the same message.
+//! and routes to the shard's home. A single node hosts every shard. In a cluster the region asks the
+//! coordinator where a shard lives (buffering its requests meanwhile, in order), remembers the answer, and
+//! either delivers locally or forwards to the home node's region endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use cos_core::error::CommandError;
 use cos_core::sharding::shard_of;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
+use crate::cluster::routing::{RegionCluster, forward, resolve_home};
 use crate::envelope::EntityEnvelope;
 use crate::passivation::PassivationBudget;
 use crate::runtime::EntityTypeRuntime;
@@ -24,19 +26,34 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum RegionMessage {
     /// Route a request to the shard of its entity.
     Deliver(Box<EntityEnvelope>),
+    /// The coordinator's answer for a shard: its home node, or why there is none.
+    HomeResolved(u32, Result<String, String>),
+    /// A forward to this shard's home failed: ask the coordinator again next time.
+    ForgetHome(u32),
+    /// Members changed: forget homes on nodes that are gone.
+    ViewChanged,
+    /// The shards with a live shard actor here.
+    LocalShards(RpcReplyPort<Vec<u32>>),
 }
 
 /// Arguments to start a region.
 pub struct RegionArguments {
     pub runtime: Arc<EntityTypeRuntime>,
     pub budget: Arc<PassivationBudget>,
+    /// `None` on a single node.
+    pub cluster: Option<RegionCluster>,
 }
 
 /// The state of a region actor.
 pub struct RegionState {
     runtime: Arc<EntityTypeRuntime>,
     budget: Arc<PassivationBudget>,
+    cluster: Option<RegionCluster>,
     shards: HashMap<u32, ActorRef<ShardMessage>>,
+    homes: HashMap<u32, String>,
+    /// Requests waiting for the coordinator's answer, per shard, in arrival order.
+    #[allow(clippy::vec_box)]
+    resolving: HashMap<u32, Vec<Box<EntityEnvelope>>>,
 }
 
 /// The shard region actor.
@@ -49,21 +66,42 @@ impl Actor for RegionActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         arguments: RegionArguments,
     ) -> Result<RegionState, ActorProcessingErr> {
+        if let Some(cluster) = &arguments.cluster {
+            let mut changes = cluster.view.clone();
+            let region = myself.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    if region.cast(RegionMessage::ViewChanged).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         Ok(RegionState {
             runtime: arguments.runtime,
             budget: arguments.budget,
+            cluster: arguments.cluster,
             shards: HashMap::new(),
+            homes: HashMap::new(),
+            resolving: HashMap::new(),
         })
     }
 
     async fn post_stop(
         &self,
         myself: ActorRef<Self::Msg>,
-        _state: &mut RegionState,
+        state: &mut RegionState,
     ) -> Result<(), ActorProcessingErr> {
+        for (_, waiting) in state.resolving.drain() {
+            for envelope in waiting {
+                envelope.answer(Err(CommandError::StoreUnavailable(
+                    "node shutting down; retry".to_string(),
+                )));
+            }
+        }
         // Shards forward what they have queued, then drain their entities (see ShardActor::post_stop).
         myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
         Ok(())
@@ -77,6 +115,16 @@ impl Actor for RegionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RegionMessage::Deliver(envelope) => state.deliver(&myself, envelope).await,
+            RegionMessage::HomeResolved(shard, home) => {
+                state.home_resolved(&myself, shard, home).await
+            }
+            RegionMessage::ForgetHome(shard) => {
+                state.homes.remove(&shard);
+            }
+            RegionMessage::ViewChanged => state.forget_departed_homes(),
+            RegionMessage::LocalShards(reply) => {
+                let _ = reply.send(state.shards.keys().copied().collect());
+            }
         }
         Ok(())
     }
@@ -105,6 +153,99 @@ impl Actor for RegionActor {
 impl RegionState {
     async fn deliver(&mut self, myself: &ActorRef<RegionMessage>, envelope: Box<EntityEnvelope>) {
         let shard = shard_of(envelope.entity_id.as_str(), self.runtime.num_shards);
+        let Some(cluster) = self.cluster.clone() else {
+            self.deliver_locally(myself, shard, envelope).await;
+            return;
+        };
+        if let Some(home) = self.homes.get(&shard).cloned() {
+            self.route(myself, &cluster, shard, &home, envelope).await;
+            return;
+        }
+        let waiting = self.resolving.entry(shard).or_default();
+        waiting.push(envelope);
+        if waiting.len() > 1 {
+            return;
+        }
+        let region = myself.clone();
+        tokio::spawn(async move {
+            let home = resolve_home(&cluster, shard).await;
+            let _ = region.cast(RegionMessage::HomeResolved(shard, home));
+        });
+    }
+
+    async fn home_resolved(
+        &mut self,
+        myself: &ActorRef<RegionMessage>,
+        shard: u32,
+        home: Result<String, String>,
+    ) {
+        let waiting = self.resolving.remove(&shard).unwrap_or_default();
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        match home {
+            Ok(home) => {
+                self.homes.insert(shard, home.clone());
+                for envelope in waiting {
+                    self.route(myself, &cluster, shard, &home, envelope).await;
+                }
+            }
+            Err(reason) => {
+                for envelope in waiting {
+                    envelope.answer(Err(CommandError::StoreUnavailable(format!(
+                        "shard {shard} has no home: {reason}; retry"
+                    ))));
+                }
+            }
+        }
+    }
+
+    async fn route(
+        &mut self,
+        myself: &ActorRef<RegionMessage>,
+        cluster: &RegionCluster,
+        shard: u32,
+        home: &str,
+        envelope: Box<EntityEnvelope>,
+    ) {
+        if home == cluster.self_name {
+            self.deliver_locally(myself, shard, envelope).await;
+            return;
+        }
+        if envelope.from_remote {
+            // The sender thinks this node is the home and this node does not: never bounce it onward.
+            self.homes.remove(&shard);
+            envelope.answer(Err(CommandError::StoreUnavailable(format!(
+                "shard {shard} is not hosted on {}; retry",
+                cluster.self_name
+            ))));
+            return;
+        }
+        let region = myself.clone();
+        let home = home.to_string();
+        let entity_type = self.runtime.settings.name.as_str().to_string();
+        tokio::spawn(async move {
+            if !forward(&home, &entity_type, envelope).await {
+                let _ = region.cast(RegionMessage::ForgetHome(shard));
+            }
+        });
+    }
+
+    fn forget_departed_homes(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let view = cluster.view.borrow().clone();
+        self.homes
+            .retain(|_, home| view.shard_hosts().any(|member| member.name == *home));
+    }
+
+    async fn deliver_locally(
+        &mut self,
+        myself: &ActorRef<RegionMessage>,
+        shard: u32,
+        envelope: Box<EntityEnvelope>,
+    ) {
         let actor = match self.shards.get(&shard) {
             Some(actor) => actor.clone(),
             None => match self.start_shard(myself, shard).await {

@@ -12,6 +12,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::cluster::routing::RegionCluster;
 use crate::envelope::{EntityEnvelope, EntityRequest};
 use crate::passivation::PassivationBudget;
 use crate::region::{RegionActor, RegionArguments, RegionMessage};
@@ -42,6 +43,7 @@ impl EntityRouter {
         runtimes: Vec<Arc<EntityTypeRuntime>>,
         default_type: EntityType,
         budget: Arc<PassivationBudget>,
+        cluster: Option<RegionCluster>,
     ) -> Result<Self, RouterError> {
         let mut regions = HashMap::new();
         for runtime in runtimes {
@@ -49,6 +51,7 @@ impl EntityRouter {
             let arguments = RegionArguments {
                 runtime,
                 budget: budget.clone(),
+                cluster: cluster.clone(),
             };
             let (region, _join) =
                 Actor::spawn(None, RegionActor, arguments)
@@ -66,6 +69,14 @@ impl EntityRouter {
             regions,
             default_type,
         })
+    }
+
+    /// The region of every entity type, for the cluster endpoint.
+    pub fn regions(&self) -> HashMap<String, ActorRef<RegionMessage>> {
+        self.regions
+            .iter()
+            .map(|(entity_type, region)| (entity_type.as_str().to_string(), region.clone()))
+            .collect()
     }
 
     /// Resolves the `x-cos-entity-type` value: absent means the default type.
@@ -100,6 +111,7 @@ impl EntityRouter {
             entity_id,
             request,
             deadline,
+            from_remote: false,
             reply,
         });
         if region.cast(RegionMessage::Deliver(envelope)).is_err() {

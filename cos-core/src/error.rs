@@ -44,6 +44,9 @@ pub enum CommandError {
     /// A bug or corrupt stored data (INTERNAL).
     #[error("{0}")]
     Internal(String),
+    /// The error another node's entity answered: passed on untouched.
+    #[error("{}", .0.message)]
+    Remote(google_rpc::Status),
 }
 
 impl From<IdentityError> for CommandError {
@@ -58,7 +61,7 @@ impl CommandError {
         match self {
             Self::InvalidArgument(_) | Self::UnknownEntityType(_) => Code::InvalidArgument,
             Self::NotFound => Code::NotFound,
-            Self::Handler(status) => Code::from_i32(status.code),
+            Self::Handler(status) | Self::Remote(status) => Code::from_i32(status.code),
             Self::HandlerUnavailable(_) | Self::StoreUnavailable(_) | Self::OutcomeUnknown(_) => {
                 Code::Unavailable
             }
@@ -71,7 +74,7 @@ impl CommandError {
     /// The `google.rpc.Status` an entity replies with.
     pub fn to_rpc_status(&self) -> google_rpc::Status {
         match self {
-            Self::Handler(status) => status.clone(),
+            Self::Handler(status) | Self::Remote(status) => status.clone(),
             // The original answers NOT_FOUND with an empty description; clients may rely on it.
             Self::NotFound => google_rpc::Status {
                 code: Code::NotFound as i32,

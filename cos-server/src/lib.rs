@@ -1,6 +1,8 @@
 //! Chief of State server: the thin tonic gateway, logging set-up and the node life cycle (start, serve,
 //! graceful shutdown). Everything with state lives in `cos-actors`; everything with rules in `cos-core`.
 
+pub mod admin;
+pub mod cluster;
 pub mod gateway;
 pub mod logging;
 pub mod node;

@@ -15,11 +15,14 @@ use cos_core::store::postgres::PostgresJournal;
 use cos_core::store::sqlite::SqliteJournal;
 use cos_core::store::{Journal, JournalWriter, StoreError, WriterOptions};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::admin::ClusterAdminService;
+use crate::cluster::{ClusterError, ClusterNode};
 use crate::gateway::Gateway;
+use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 
 /// Largest request or response message the gateway accepts (bytes); bigger ones get RESOURCE_EXHAUSTED.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -46,12 +49,14 @@ pub enum NodeError {
     },
     #[error("grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A started node; dropping it does not stop it, call [`RunningNode::shutdown`].
 pub struct RunningNode {
     local_address: SocketAddr,
-    stop_serving: Option<oneshot::Sender<()>>,
+    stop_serving: Arc<Notify>,
     server: JoinHandle<Result<(), NodeError>>,
     /// Set once `server` has completed, so it is never polled again.
     finished: bool,
@@ -95,10 +100,24 @@ impl RunningNode {
             settings.passivation.max_active_entities,
             settings.passivation.idle_timeout,
         ));
+        let cluster = match &settings.cluster {
+            Some(cluster_settings) => {
+                Some(ClusterNode::start(cluster_settings, settings.grpc_listen_address.ip()).await?)
+            }
+            None => None,
+        };
         let router = Arc::new(
-            EntityRouter::start(runtimes, settings.entity_types.default_type.clone(), budget)
-                .await?,
+            EntityRouter::start(
+                runtimes,
+                settings.entity_types.default_type.clone(),
+                budget,
+                cluster.as_ref().map(ClusterNode::region_cluster),
+            )
+            .await?,
         );
+        if let Some(cluster) = &cluster {
+            cluster.start_sharding(&router).await?;
+        }
 
         let listener = TcpListener::bind(settings.grpc_listen_address)
             .await
@@ -113,15 +132,38 @@ impl RunningNode {
         let service = ChiefOfStateServiceServer::new(Gateway::new(router.clone(), &settings))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (stop_serving, stop_signal) = oneshot::channel::<()>();
-        tracing::info!(service = %settings.service_name, address = %local_address, store = store_name(&settings.store),
-            entity_types = settings.entity_types.types.len(), "chief of state is serving grpc");
+        let admin = ClusterAdminServer::new(ClusterAdminService {
+            view: cluster.as_ref().map(|cluster| cluster.view.clone()),
+            router: router.clone(),
+        });
+        let stop_serving = Arc::new(Notify::new());
+        if let Some(cluster) = &cluster {
+            let mut downed = cluster.downed.clone();
+            let stop = stop_serving.clone();
+            tokio::spawn(async move {
+                while downed.changed().await.is_ok() {
+                    if *downed.borrow() {
+                        tracing::error!("downed by the cluster: shutting down");
+                        stop.notify_one();
+                        break;
+                    }
+                }
+            });
+        }
+        tracing::info!(service = %settings.service_name, address = %local_address,
+            store = store_name(&settings.store), entity_types = settings.entity_types.types.len(),
+            clustered = cluster.is_some(), "chief of state is serving grpc");
+        let stop_signal = stop_serving.clone();
         let server = tokio::spawn(async move {
             let serving = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(admin)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stop_signal.await;
+                    stop_signal.notified().await;
                     tracing::info!("shutdown: refusing new requests, finishing in-flight ones");
+                    if let Some(cluster) = &cluster {
+                        cluster.leave();
+                    }
                 })
                 .await;
             tracing::info!("shutdown: grpc server stopped; stopping entities");
@@ -135,12 +177,15 @@ impl RunningNode {
                 tracing::error!("shutdown: journal writer did not flush in time");
             }
             journal.close().await;
+            if let Some(cluster) = &cluster {
+                cluster.stop();
+            }
             tracing::info!("shutdown: store closed; node stopped");
             serving.map_err(NodeError::from)
         });
         Ok(Self {
             local_address,
-            stop_serving: Some(stop_serving),
+            stop_serving,
             server,
             finished: false,
         })
@@ -153,9 +198,7 @@ impl RunningNode {
 
     /// Stops gracefully and waits until everything is closed.
     pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        if let Some(stop) = self.stop_serving.take() {
-            let _already_stopping = stop.send(());
-        }
+        self.stop_serving.notify_one();
         self.wait().await
     }
 
@@ -177,9 +220,7 @@ impl RunningNode {
 
     /// Starts a graceful shutdown without waiting for it.
     pub fn begin_shutdown(&mut self) {
-        if let Some(stop) = self.stop_serving.take() {
-            let _already_stopping = stop.send(());
-        }
+        self.stop_serving.notify_one();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Loads [`Settings`] from an optional YAML or TOML file layered under the environment, validating every
 //! value up front so a bad deployment fails at start-up with one line naming the setting and its value.
 
+mod cluster;
 mod entity_types;
 mod parse;
 mod sources;
@@ -101,17 +102,30 @@ impl Settings {
         let sources = Sources::read(options)?;
         check_server_protocol(&sources)?;
         check_read_sides(&sources)?;
+        let service_name = load_service_name(&sources)?;
+        let deployment_mode = load_deployment_mode(&sources)?;
+        let grpc_listen_address = load_listen_address(&sources)?;
+        let store = load_store(&sources)?;
+        let cluster = cluster::load_cluster(
+            &sources,
+            &store,
+            deployment_mode,
+            &service_name,
+            grpc_listen_address,
+            options.environment.get("POD_IP").map(String::as_str),
+        )?;
         let settings = Settings {
-            service_name: load_service_name(&sources)?,
-            deployment_mode: load_deployment_mode(&sources)?,
-            grpc_listen_address: load_listen_address(&sources)?,
+            service_name,
+            deployment_mode,
+            grpc_listen_address,
             num_shards: load_num_shards(&sources)?,
             command_handler_timeout: load_command_handler_timeout(&sources)?,
-            store: load_store(&sources)?,
+            store,
             entity_types: entity_types::load_entity_types(&sources)?,
             passivation: load_passivation(&sources)?,
             grpc_client: load_grpc_client(&sources)?,
             logging: load_logging(&sources)?,
+            cluster,
         };
         Ok((settings, sources.warnings()))
     }

@@ -36,6 +36,52 @@ pub struct Settings {
     pub grpc_client: GrpcClientSettings,
     /// `LOG_LEVEL` and `LOG_STYLE`.
     pub logging: LoggingSettings,
+    /// Multi-node operation; `None` for a single node.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How this node joins a cluster (`COS_CLUSTER_*`). A cluster is formed when `COS_CLUSTER_ENABLED` is true,
+/// `COS_CLUSTER_SEEDS` is set, or `COS_REPLICA_COUNT` is above 1; it requires PostgreSQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// `COS_CLUSTER_NODE_NAME` (default `cos-<cluster port>`): unique per host; the full name is `name@host`.
+    pub node_name: String,
+    /// `COS_CLUSTER_HOST`: the address peers use to reach this node (default `COS_ADDRESS` unless it is a
+    /// wildcard, else `POD_IP`, else 127.0.0.1).
+    pub advertised_host: String,
+    /// `COS_CLUSTER_PORT` (default 9010): the port of the node-to-node protocol.
+    pub port: u16,
+    /// `COS_CLUSTER_SECRET` (required): the shared cookie; a node without it never joins.
+    pub secret: String,
+    /// How peers are found.
+    pub discovery: ClusterDiscovery,
+    /// `COS_REPLICA_COUNT` (default 1): nodes to discover before forming the cluster.
+    pub required_contact_points: usize,
+    /// `COS_CLUSTER_HEARTBEAT_INTERVAL` (default 1s).
+    pub heartbeat_interval: Duration,
+    /// `COS_CLUSTER_UNREACHABLE_AFTER` (default 5s): silence after which a member is unreachable.
+    pub unreachable_after: Duration,
+    /// `COS_CLUSTER_DOWN_AFTER` (default 10s): how long a member may stay unreachable before the leader downs
+    /// it and its shards move.
+    pub down_after: Duration,
+}
+
+impl ClusterSettings {
+    /// The node's full cluster name, `name@host`.
+    pub fn full_name(&self) -> String {
+        format!("{}@{}", self.node_name, self.advertised_host)
+    }
+}
+
+/// Where the other nodes are found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterDiscovery {
+    /// `COS_CLUSTER_SEEDS`: `host:port` of some nodes' cluster ports.
+    StaticSeeds(Vec<String>),
+    /// `COS_DEPLOYMENT_MODE=docker`: resolve `COS_SERVICE_NAME` in DNS (original semantics).
+    Dns { service_name: String },
+    /// `COS_DEPLOYMENT_MODE=kubernetes`: pods labelled `app=COS_KUBERNETES_APP_LABEL`.
+    Kubernetes { app_label: String },
 }
 
 /// `COS_DEPLOYMENT_MODE` (case-insensitive).

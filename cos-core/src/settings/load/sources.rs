@@ -57,6 +57,17 @@ const GLOBAL_KEYS: &[&str] = &[
     "passivation_idle_timeout",
     "max_active_entities",
     "default_entity_type",
+    "cluster_enabled",
+    "cluster_node_name",
+    "cluster_host",
+    "cluster_port",
+    "cluster_secret",
+    "cluster_seeds",
+    "cluster_heartbeat_interval",
+    "cluster_unreachable_after",
+    "cluster_down_after",
+    "replica_count",
+    "kubernetes_app_label",
 ];
 
 /// Keys only the file has: the entity type list and the two logging settings (whose variables lack `COS_`).
@@ -70,8 +81,6 @@ const ENV_PREFIXES_READ_ELSEWHERE: &[&str] = &[
 ];
 const ENV_NAMES_READ_ELSEWHERE: &[&str] = &[
     "COS_MIGRATIONS_INITIAL_VERSION",
-    "COS_REPLICA_COUNT",
-    "COS_KUBERNETES_APP_LABEL",
     "COS_CONFIG_FILE",
     "COS_HTTP_ADDRESS",
     "COS_HTTP_PORT",

@@ -448,7 +448,7 @@ fn unknown_cos_variables_are_returned_as_warnings() {
         ("COS_READ_SIDE_ENABLED", "false"),
         ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
         ("COS_SUBSCRIPTION_ENABLED", "false"),
-        ("COS_REPLICA_COUNT", "3"),
+        ("COS_REPLICA_COUNT", "1"),
         ("COS_KUBERNETES_APP_LABEL", "cos"),
         ("COS_MIGRATIONS_INITIAL_VERSION", "1"),
         ("PATH", "/usr/bin"),

@@ -1,0 +1,127 @@
+//! The region endpoint: the remotable face of this node's shard regions. Other nodes' regions forward
+//! requests for shards homed here to it, and a new coordinator asks it which shards this node hosts.
+//! Entities and regions themselves stay local actors.
+
+use std::collections::HashMap;
+
+use cos_core::error::CommandError;
+use cos_core::proto::internal::{
+    EntityReply, EntityRequest, HostedShardsReply, HostedShardsRequest,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+use super::remote::{endpoint_group, from_wire, reply_to_wire};
+use super::wire::Wire;
+use crate::region::RegionMessage;
+use crate::router::REPLY_GRACE;
+
+/// Messages of the region endpoint.
+#[derive(RactorClusterMessage)]
+pub enum EndpointMessage {
+    /// Run a request on an entity of this node and answer.
+    #[rpc]
+    Forward(Wire<EntityRequest>, RpcReplyPort<Wire<EntityReply>>),
+    /// Which shards does this node host?
+    #[rpc]
+    HostedShards(
+        Wire<HostedShardsRequest>,
+        RpcReplyPort<Wire<HostedShardsReply>>,
+    ),
+}
+
+/// Arguments of the endpoint.
+pub struct EndpointArguments {
+    pub self_name: String,
+    pub regions: HashMap<String, ActorRef<RegionMessage>>,
+}
+
+/// The endpoint actor.
+pub struct EndpointActor;
+
+impl Actor for EndpointActor {
+    type Msg = EndpointMessage;
+    type State = EndpointArguments;
+    type Arguments = EndpointArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: EndpointArguments,
+    ) -> Result<EndpointArguments, ActorProcessingErr> {
+        ractor::pg::join(
+            endpoint_group(&arguments.self_name),
+            vec![myself.get_cell()],
+        );
+        Ok(arguments)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: EndpointMessage,
+        state: &mut EndpointArguments,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EndpointMessage::Forward(Wire(request), reply) => state.forward(request, reply),
+            EndpointMessage::HostedShards(_, reply) => state.hosted_shards(reply),
+        }
+        Ok(())
+    }
+}
+
+impl EndpointArguments {
+    fn forward(&self, request: EntityRequest, reply: RpcReplyPort<Wire<EntityReply>>) {
+        let Some(region) = self.regions.get(&request.entity_type).cloned() else {
+            let error = CommandError::UnknownEntityType(request.entity_type.clone());
+            let _ = reply.send(Wire(reply_to_wire(Err(error))));
+            return;
+        };
+        let (envelope, answer) = match from_wire(request) {
+            Ok(parts) => parts,
+            Err(error) => {
+                let _ = reply.send(Wire(reply_to_wire(Err(error))));
+                return;
+            }
+        };
+        let wait_until = envelope.deadline + REPLY_GRACE;
+        if region.cast(RegionMessage::Deliver(envelope)).is_err() {
+            let error = CommandError::StoreUnavailable("region stopped; retry".to_string());
+            let _ = reply.send(Wire(reply_to_wire(Err(error))));
+            return;
+        }
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout_at(wait_until, answer).await {
+                Ok(Ok(result)) => result,
+                _ => Err(CommandError::OutcomeUnknown(
+                    "the entity did not answer; the request may or may not have been applied"
+                        .into(),
+                )),
+            };
+            let _ = reply.send(Wire(reply_to_wire(result)));
+        });
+    }
+
+    fn hosted_shards(&self, reply: RpcReplyPort<Wire<HostedShardsReply>>) {
+        let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
+        let node = self.self_name.clone();
+        tokio::spawn(async move {
+            let mut shards = std::collections::BTreeSet::new();
+            for region in regions {
+                let local = region
+                    .call(
+                        RegionMessage::LocalShards,
+                        Some(std::time::Duration::from_secs(2)),
+                    )
+                    .await;
+                if let Ok(ractor::rpc::CallResult::Success(list)) = local {
+                    shards.extend(list);
+                }
+            }
+            let _ = reply.send(Wire(HostedShardsReply {
+                node,
+                shards: shards.into_iter().collect(),
+            }));
+        });
+    }
+}

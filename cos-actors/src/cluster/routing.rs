@@ -1,0 +1,109 @@
+//! The remote half of a region's routing: asking the coordinator where a shard lives, and forwarding a
+//! request to the node that hosts it. Both run as tasks so the region never waits on the network.
+
+use std::time::Duration;
+
+use cos_core::error::CommandError;
+use cos_core::proto::internal::ShardHomeRequest;
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use super::coordinator::CoordinatorMessage;
+use super::endpoint::EndpointMessage;
+use super::remote::{
+    coordinator_group, endpoint_group, remote_member, remote_wait, reply_from_wire, to_wire,
+};
+use super::view::ClusterView;
+use super::wire::Wire;
+use crate::envelope::{EntityEnvelope, EntityRequest};
+
+/// How long a region waits for the coordinator's answer.
+const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a region needs to route across nodes.
+#[derive(Clone)]
+pub struct RegionCluster {
+    pub self_name: String,
+    pub view: watch::Receiver<ClusterView>,
+}
+
+/// Asks the coordinator (on the oldest up member) for the shard's home; follows one redirect.
+pub async fn resolve_home(cluster: &RegionCluster, shard: u32) -> Result<String, String> {
+    let mut coordinator_node = cluster
+        .view
+        .borrow()
+        .coordinator_host()
+        .map(str::to_string)
+        .ok_or_else(|| "no coordinator: no member is up".to_string())?;
+    for _attempt in 0..2 {
+        let group = coordinator_group(&coordinator_node);
+        let cell = if coordinator_node == cluster.self_name {
+            ractor::pg::get_members(&group).into_iter().next()
+        } else {
+            remote_member(&group)
+        };
+        let cell =
+            cell.ok_or_else(|| format!("coordinator on {coordinator_node} is not reachable"))?;
+        let coordinator: ActorRef<CoordinatorMessage> = cell.into();
+        let answer = coordinator
+            .call(
+                |port| CoordinatorMessage::GetHome(Wire(ShardHomeRequest { shard }), port),
+                Some(COORDINATOR_TIMEOUT),
+            )
+            .await;
+        let reply = match answer {
+            Ok(ractor::rpc::CallResult::Success(Wire(reply))) => reply,
+            _ => return Err(format!("coordinator on {coordinator_node} did not answer")),
+        };
+        if !reply.node.is_empty() {
+            return Ok(reply.node);
+        }
+        if !reply.error.is_empty() {
+            return Err(reply.error);
+        }
+        if reply.ask_leader.is_empty() || reply.ask_leader == coordinator_node {
+            return Err("the cluster has no coordinator yet".to_string());
+        }
+        coordinator_node = reply.ask_leader;
+    }
+    Err("the coordinator moved while asking; retry".to_string())
+}
+
+/// Sends a request to the region endpoint of `home` and answers the envelope with its reply. Returns false
+/// when the request may not have reached `home` (so the caller forgets that home).
+pub async fn forward(home: &str, entity_type: &str, envelope: Box<EntityEnvelope>) -> bool {
+    let Some(cell) = remote_member(&endpoint_group(home)) else {
+        envelope.answer(Err(CommandError::StoreUnavailable(format!(
+            "node {home} is not reachable; retry"
+        ))));
+        return false;
+    };
+    let endpoint: ActorRef<EndpointMessage> = cell.into();
+    let request = to_wire(entity_type, &envelope);
+    let wait = remote_wait(&envelope);
+    let is_command = matches!(envelope.request, EntityRequest::ProcessCommand(_));
+    let answer = endpoint
+        .call(
+            |port| EndpointMessage::Forward(Wire(request), port),
+            Some(wait),
+        )
+        .await;
+    match answer {
+        Ok(ractor::rpc::CallResult::Success(Wire(reply))) => {
+            envelope.answer(reply_from_wire(reply));
+            true
+        }
+        _ if is_command => {
+            envelope.answer(Err(CommandError::OutcomeUnknown(format!(
+                "node {home} did not answer; the command may or may not have been persisted"
+            ))));
+            false
+        }
+        _ => {
+            envelope.answer(Err(CommandError::StoreUnavailable(format!(
+                "node {home} did not answer; retry"
+            ))));
+            false
+        }
+    }
+}

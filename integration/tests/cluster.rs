@@ -1,0 +1,319 @@
+//! Multi-node behaviour with real node processes (ractor's registries are per process) on loopback ports,
+//! a shared PostgreSQL schema and a real write handler.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
+use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
+use cos_core::proto::internal::ClusterStatusRequest;
+use cos_core::proto::internal::cluster_admin_client::ClusterAdminClient;
+use cos_core::sharding::shard_of;
+use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
+use cos_integration::support::database::{TestPostgres, unique_schema_name};
+use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+
+const SECRET: &str = "cluster-test-secret";
+
+/// One node process and the ports it listens on.
+struct Node {
+    process: ChildProcess,
+    grpc: SocketAddr,
+    cluster_port: u16,
+}
+
+fn node_environment(
+    schema: &str,
+    handler: SocketAddr,
+    grpc_port: u16,
+    cluster_port: u16,
+    seeds: &str,
+    secret: &str,
+) -> Vec<(String, String)> {
+    let mut environment = TestPostgres::from_env().environment(schema);
+    let values = [
+        ("COS_ADDRESS", "127.0.0.1".to_string()),
+        ("COS_PORT", grpc_port.to_string()),
+        ("COS_WRITE_SIDE_HOST", handler.ip().to_string()),
+        ("COS_WRITE_SIDE_PORT", handler.port().to_string()),
+        ("COS_CLUSTER_PORT", cluster_port.to_string()),
+        ("COS_CLUSTER_NODE_NAME", format!("node-{cluster_port}")),
+        ("COS_CLUSTER_SEEDS", seeds.to_string()),
+        ("COS_CLUSTER_SECRET", secret.to_string()),
+        ("COS_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
+        ("COS_CLUSTER_UNREACHABLE_AFTER", "1s".to_string()),
+        ("COS_CLUSTER_DOWN_AFTER", "2s".to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+        ("LOG_STYLE", "SIMPLE".to_string()),
+    ];
+    environment.extend(
+        values
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value)),
+    );
+    environment
+}
+
+async fn start_node(
+    schema: &str,
+    handler: SocketAddr,
+    seeds: &str,
+    secret: &str,
+) -> anyhow::Result<Node> {
+    let grpc_port = free_port()?;
+    let cluster_port = free_port()?;
+    let seeds = if seeds.is_empty() {
+        format!("127.0.0.1:{cluster_port}")
+    } else {
+        seeds.to_string()
+    };
+    let grpc: SocketAddr = format!("127.0.0.1:{grpc_port}").parse()?;
+    let environment = node_environment(schema, handler, grpc_port, cluster_port, &seeds, secret);
+    let process =
+        ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, grpc).await?;
+    Ok(Node {
+        process,
+        grpc,
+        cluster_port,
+    })
+}
+
+async fn status(node: &Node) -> anyhow::Result<cos_core::proto::internal::ClusterStatusResponse> {
+    let mut admin = ClusterAdminClient::connect(format!("http://{}", node.grpc)).await?;
+    Ok(admin
+        .get_cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner())
+}
+
+/// Waits until every node sees `expected` reachable members.
+async fn wait_for_members(nodes: &[&Node], expected: usize, limit: Duration) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + limit;
+    loop {
+        let mut all_agree = true;
+        for node in nodes {
+            let view = status(node).await?;
+            let reachable = view
+                .members
+                .iter()
+                .filter(|member| member.reachable)
+                .count();
+            if reachable != expected {
+                all_agree = false;
+            }
+        }
+        if all_agree {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > give_up {
+            anyhow::bail!("members did not converge to {expected} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn three_node_cluster(handler: SocketAddr) -> anyhow::Result<(String, Vec<Node>)> {
+    let schema = unique_schema_name();
+    let first = start_node(&schema, handler, "", SECRET).await?;
+    let seed = format!("127.0.0.1:{}", first.cluster_port);
+    let second = start_node(&schema, handler, &seed, SECRET).await?;
+    let third = start_node(&schema, handler, &seed, SECRET).await?;
+    wait_for_members(&[&first, &second, &third], 3, Duration::from_secs(20)).await?;
+    Ok((schema, vec![first, second, third]))
+}
+
+async fn send(node: &Node, entity_id: &str, script: &str) -> Result<u32, tonic::Status> {
+    let mut client = ChiefOfStateServiceClient::connect(format!("http://{}", node.grpc))
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let reply = client
+        .process_command(ProcessCommandRequest {
+            entity_id: entity_id.into(),
+            command: Some(text_any(script)),
+        })
+        .await?
+        .into_inner();
+    Ok(reply.meta.map_or(0, |meta| meta.revision_number))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_and_commands_through_any_node_get_consecutive_revisions()
+-> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (_schema, nodes) = three_node_cluster(running.address).await?;
+    let leaders: Vec<String> = {
+        let mut leaders = Vec::new();
+        for node in &nodes {
+            leaders.push(status(node).await?.leader);
+        }
+        leaders
+    };
+    assert!(
+        leaders
+            .iter()
+            .all(|leader| *leader == leaders[0] && !leader.is_empty()),
+        "{leaders:?}"
+    );
+
+    for round in 0..30_u32 {
+        let node = &nodes[round as usize % nodes.len()];
+        let revision = send(node, "roaming-1", &format!("emit:e{round}")).await?;
+        assert_eq!(revision, round + 1, "through {}", node.grpc);
+    }
+    for node in &nodes {
+        let mut client =
+            ChiefOfStateServiceClient::connect(format!("http://{}", node.grpc)).await?;
+        let state = client
+            .get_state(GetStateRequest {
+                entity_id: "roaming-1".into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(state.meta.map(|meta| meta.revision_number), Some(30));
+        assert!(any_text(state.state.as_ref()).ends_with("e28|e29"));
+    }
+    let shard = shard_of("roaming-1", 16);
+    let mut hosts = 0;
+    for node in &nodes {
+        if status(node).await?.local_shards.contains(&shard) {
+            hosts += 1;
+        }
+    }
+    assert_eq!(hosts, 1, "the entity's shard lives on exactly one node");
+    report_cross_node_hop(&nodes, shard).await?;
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
+
+/// Prints (never asserts: machines are noisy) the mean GetState latency through the shard's owner and
+/// through another node, whose difference is the cost of one cross-node hop.
+async fn report_cross_node_hop(nodes: &[Node], shard: u32) -> anyhow::Result<()> {
+    let mut owner = None;
+    let mut other = None;
+    for node in nodes {
+        if status(node).await?.local_shards.contains(&shard) {
+            owner = Some(node);
+        } else {
+            other = Some(node);
+        }
+    }
+    let (Some(owner), Some(other)) = (owner, other) else {
+        return Ok(());
+    };
+    let mut means = Vec::new();
+    for node in [owner, other] {
+        let mut client =
+            ChiefOfStateServiceClient::connect(format!("http://{}", node.grpc)).await?;
+        let started = tokio::time::Instant::now();
+        for _ in 0..300 {
+            client
+                .get_state(GetStateRequest {
+                    entity_id: "roaming-1".into(),
+                })
+                .await?;
+        }
+        means.push(started.elapsed() / 300);
+    }
+    eprintln!(
+        "GetState through the owner: {:?}; through another node: {:?}; one cross-node hop adds {:?}",
+        means[0],
+        means[1],
+        means[1].saturating_sub(means[0])
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_secret_never_joins() -> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let schema = unique_schema_name();
+    let good = start_node(&schema, running.address, "", SECRET).await?;
+    let seed = format!("127.0.0.1:{}", good.cluster_port);
+    let intruder = start_node(&schema, running.address, &seed, "wrong-secret").await?;
+    // Several heartbeat intervals and reconnect attempts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        status(&good).await?.members.len(),
+        1,
+        "the good node sees only itself"
+    );
+    assert_eq!(
+        status(&intruder).await?.members.len(),
+        1,
+        "the intruder joined nobody"
+    );
+    intruder.process.stop().await?;
+    good.process.stop().await?;
+    Ok(())
+}
+
+#[test]
+fn a_cluster_on_sqlite_refuses_to_start() -> anyhow::Result<()> {
+    let output = std::process::Command::new(sibling_binary("cos")?)
+        .env_clear()
+        .env("COS_WRITE_SIDE_HOST", "127.0.0.1")
+        .env("COS_WRITE_SIDE_PORT", "50051")
+        .env("COS_REPLICA_COUNT", "2")
+        .env("COS_CLUSTER_SECRET", SECRET)
+        .output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("requires PostgreSQL"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_the_dead_nodes_shards_are_served_elsewhere() -> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (_schema, mut nodes) = three_node_cluster(running.address).await?;
+    // Write to enough entities that every node hosts some shards.
+    let entities: Vec<String> = (0..24).map(|index| format!("survivor-{index}")).collect();
+    for entity in &entities {
+        assert_eq!(send(&nodes[0], entity, "emit:before").await?, 1);
+    }
+    let victim = nodes.pop().ok_or_else(|| anyhow::anyhow!("three nodes"))?;
+    let victim_shards = status(&victim).await?.local_shards;
+    assert!(!victim_shards.is_empty(), "the victim hosted shards");
+    let pid = victim
+        .process
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("victim pid"))?;
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    let killed_at = tokio::time::Instant::now();
+
+    let orphan = entities
+        .iter()
+        .find(|entity| victim_shards.contains(&shard_of(entity, 16)))
+        .ok_or_else(|| anyhow::anyhow!("an entity on the victim"))?;
+    let mut served = None;
+    while killed_at.elapsed() < Duration::from_secs(20) {
+        if let Ok(revision) = send(&nodes[0], orphan, "emit:after").await {
+            served = Some(revision);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let revision =
+        served.ok_or_else(|| anyhow::anyhow!("the orphaned shard was never served again"))?;
+    assert_eq!(revision, 2, "no revision lost or duplicated");
+    eprintln!(
+        "time from kill -9 to the shard served again: {:?}",
+        killed_at.elapsed()
+    );
+    for entity in &entities {
+        let revision = send(&nodes[1], entity, "emit:later").await?;
+        assert!(revision == 2 || revision == 3, "{entity}: {revision}");
+    }
+    drop(victim);
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
