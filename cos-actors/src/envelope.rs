@@ -28,6 +28,8 @@ pub struct EntityEnvelope {
     pub deadline: Instant,
     /// Sent by another node's region: deliver here or refuse, never forward again.
     pub from_remote: bool,
+    /// How often this request was sent again after its shard moved (bounded, against ping-pong).
+    pub reroutes: u8,
     pub reply: oneshot::Sender<EntityResult>,
 }
 

@@ -12,7 +12,7 @@ use cos_core::sharding::shard_of;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
-use crate::cluster::routing::{RegionCluster, forward, resolve_home};
+use crate::cluster::routing::{Forwarded, RegionCluster, forward, resolve_home};
 use crate::envelope::EntityEnvelope;
 use crate::passivation::PassivationBudget;
 use crate::runtime::EntityTypeRuntime;
@@ -34,7 +34,20 @@ pub enum RegionMessage {
     ViewChanged,
     /// The shards with a live shard actor here.
     LocalShards(RpcReplyPort<Vec<u32>>),
+    /// Stop hosting a shard: its entities finish their queues; requests meanwhile wait, then follow it.
+    HandOff(u32, RpcReplyPort<bool>),
+    /// The shard actor of a hand-off has stopped.
+    HandOffFinished(u32, RpcReplyPort<bool>),
+    /// A forwarded request found its shard moved: route it again.
+    Reroute(u32, Box<EntityEnvelope>),
 }
+
+/// How often one request may follow a moving shard before it is refused (its deadline bounds it too).
+const MAX_REROUTES: u8 = 10;
+
+/// Pause before routing a request again, times the number of reroutes so far: a shard in the middle of a
+/// move or a node that is restarting needs a moment.
+const REROUTE_PAUSE: Duration = Duration::from_millis(50);
 
 /// Arguments to start a region.
 pub struct RegionArguments {
@@ -54,6 +67,8 @@ pub struct RegionState {
     /// Requests waiting for the coordinator's answer, per shard, in arrival order.
     #[allow(clippy::vec_box)]
     resolving: HashMap<u32, Vec<Box<EntityEnvelope>>>,
+    /// Shards being handed off: their requests wait in `resolving` until the shard actor has stopped.
+    handing_off: std::collections::HashSet<u32>,
 }
 
 /// The shard region actor.
@@ -87,6 +102,7 @@ impl Actor for RegionActor {
             shards: HashMap::new(),
             homes: HashMap::new(),
             resolving: HashMap::new(),
+            handing_off: Default::default(),
         })
     }
 
@@ -97,7 +113,7 @@ impl Actor for RegionActor {
     ) -> Result<(), ActorProcessingErr> {
         for (_, waiting) in state.resolving.drain() {
             for envelope in waiting {
-                envelope.answer(Err(CommandError::StoreUnavailable(
+                envelope.answer(Err(CommandError::Retry(
                     "node shutting down; retry".to_string(),
                 )));
             }
@@ -124,6 +140,23 @@ impl Actor for RegionActor {
             RegionMessage::ViewChanged => state.forget_departed_homes(),
             RegionMessage::LocalShards(reply) => {
                 let _ = reply.send(state.shards.keys().copied().collect());
+            }
+            RegionMessage::HandOff(shard, reply) => state.hand_off(&myself, shard, reply),
+            RegionMessage::HandOffFinished(shard, reply) => {
+                state.handing_off.remove(&shard);
+                let _ = reply.send(true);
+                state.resolve_waiting(&myself, shard);
+            }
+            RegionMessage::Reroute(shard, mut envelope) => {
+                state.homes.remove(&shard);
+                envelope.reroutes += 1;
+                if envelope.reroutes > MAX_REROUTES {
+                    envelope.answer(Err(CommandError::Retry(format!(
+                        "shard {shard} keeps moving; retry"
+                    ))));
+                } else {
+                    state.deliver(&myself, envelope).await;
+                }
             }
         }
         Ok(())
@@ -163,7 +196,22 @@ impl RegionState {
         }
         let waiting = self.resolving.entry(shard).or_default();
         waiting.push(envelope);
-        if waiting.len() > 1 {
+        if waiting.len() > 1 || self.handing_off.contains(&shard) {
+            return;
+        }
+        self.resolve_waiting(myself, shard);
+    }
+
+    /// Asks the coordinator for the home of a shard whose requests are waiting.
+    fn resolve_waiting(&mut self, myself: &ActorRef<RegionMessage>, shard: u32) {
+        let has_waiting = self
+            .resolving
+            .get(&shard)
+            .is_some_and(|waiting| !waiting.is_empty());
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if !has_waiting {
             return;
         }
         let region = myself.clone();
@@ -173,12 +221,38 @@ impl RegionState {
         });
     }
 
+    /// Stops the local shard actor (after its entities answer their queues) and forgets its home.
+    fn hand_off(
+        &mut self,
+        myself: &ActorRef<RegionMessage>,
+        shard: u32,
+        reply: RpcReplyPort<bool>,
+    ) {
+        self.homes.remove(&shard);
+        let Some(actor) = self.shards.remove(&shard) else {
+            let _ = reply.send(true);
+            return;
+        };
+        self.handing_off.insert(shard);
+        let region = myself.clone();
+        tokio::spawn(async move {
+            if actor.drain_and_wait(Some(DRAIN_TIMEOUT)).await.is_err() {
+                tracing::error!(shard, "shard did not drain in time during hand-off");
+            }
+            let _ = region.cast(RegionMessage::HandOffFinished(shard, reply));
+        });
+    }
+
     async fn home_resolved(
         &mut self,
         myself: &ActorRef<RegionMessage>,
         shard: u32,
         home: Result<String, String>,
     ) {
+        if self.handing_off.contains(&shard) {
+            // Asked before the hand-off began: the answer is stale; ask again once the shard has stopped.
+            return;
+        }
         let waiting = self.resolving.remove(&shard).unwrap_or_default();
         let Some(cluster) = self.cluster.clone() else {
             return;
@@ -192,7 +266,7 @@ impl RegionState {
             }
             Err(reason) => {
                 for envelope in waiting {
-                    envelope.answer(Err(CommandError::StoreUnavailable(format!(
+                    envelope.answer(Err(CommandError::Retry(format!(
                         "shard {shard} has no home: {reason}; retry"
                     ))));
                 }
@@ -213,10 +287,10 @@ impl RegionState {
             return;
         }
         if envelope.from_remote {
-            // The sender thinks this node is the home and this node does not: never bounce it onward.
-            self.homes.remove(&shard);
-            envelope.answer(Err(CommandError::StoreUnavailable(format!(
-                "shard {shard} is not hosted on {}; retry",
+            // The sender thinks this node is the home and it is not (the shard moved): the sender routes
+            // the request again, this node never bounces it onward.
+            envelope.answer(Err(CommandError::NotHostedHere(format!(
+                "shard {shard} is not hosted on {}",
                 cluster.self_name
             ))));
             return;
@@ -225,8 +299,15 @@ impl RegionState {
         let home = home.to_string();
         let entity_type = self.runtime.settings.name.as_str().to_string();
         tokio::spawn(async move {
-            if !forward(&home, &entity_type, envelope).await {
-                let _ = region.cast(RegionMessage::ForgetHome(shard));
+            match forward(&home, &entity_type, envelope).await {
+                Forwarded::Answered => {}
+                Forwarded::Unreachable => {
+                    let _ = region.cast(RegionMessage::ForgetHome(shard));
+                }
+                Forwarded::Moved(envelope) => {
+                    tokio::time::sleep(REROUTE_PAUSE * u32::from(envelope.reroutes)).await;
+                    let _ = region.cast(RegionMessage::Reroute(shard, envelope));
+                }
             }
         });
     }
@@ -260,7 +341,7 @@ impl RegionState {
             actor.cast(ShardMessage::Deliver(envelope))
         {
             self.shards.remove(&shard);
-            envelope.answer(Err(CommandError::StoreUnavailable(format!(
+            envelope.answer(Err(CommandError::Retry(format!(
                 "shard {shard} stopped unexpectedly; retry"
             ))));
         }

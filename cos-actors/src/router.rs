@@ -112,10 +112,11 @@ impl EntityRouter {
             request,
             deadline,
             from_remote: false,
+            reroutes: 0,
             reply,
         });
         if region.cast(RegionMessage::Deliver(envelope)).is_err() {
-            return Err(CommandError::StoreUnavailable(format!(
+            return Err(CommandError::Retry(format!(
                 "shard region of {entity_type} is not running"
             )));
         }
@@ -130,7 +131,7 @@ impl EntityRouter {
                 "the entity stopped before answering; the command may or may not have been persisted"
                     .to_string(),
             )),
-            Ok(Err(_dropped)) => Err(CommandError::StoreUnavailable(
+            Ok(Err(_dropped)) => Err(CommandError::Retry(
                 "the entity stopped before answering; retry".to_string(),
             )),
             Err(_elapsed) if is_command => Err(CommandError::OutcomeUnknown(

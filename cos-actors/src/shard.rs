@@ -102,7 +102,7 @@ impl Actor for ShardActor {
         state.budget.shard_stopped();
         for (_, buffered) in state.stopping.drain() {
             for envelope in buffered {
-                envelope.answer(Err(CommandError::StoreUnavailable(
+                envelope.answer(Err(CommandError::Retry(
                     "shard stopped before the entity could run the request".to_string(),
                 )));
             }

@@ -44,6 +44,13 @@ pub enum CommandError {
     /// A bug or corrupt stored data (INTERNAL).
     #[error("{0}")]
     Internal(String),
+    /// The request could not be routed right now (a shard or node is stopping or moving); nothing was done
+    /// and the client may retry (UNAVAILABLE).
+    #[error("{0}")]
+    Retry(String),
+    /// The node a request was forwarded to no longer hosts the shard (it moved); the sender re-routes.
+    #[error("{0}")]
+    NotHostedHere(String),
     /// The error another node's entity answered: passed on untouched.
     #[error("{}", .0.message)]
     Remote(google_rpc::Status),
@@ -62,9 +69,11 @@ impl CommandError {
             Self::InvalidArgument(_) | Self::UnknownEntityType(_) => Code::InvalidArgument,
             Self::NotFound => Code::NotFound,
             Self::Handler(status) | Self::Remote(status) => Code::from_i32(status.code),
-            Self::HandlerUnavailable(_) | Self::StoreUnavailable(_) | Self::OutcomeUnknown(_) => {
-                Code::Unavailable
-            }
+            Self::HandlerUnavailable(_)
+            | Self::StoreUnavailable(_)
+            | Self::OutcomeUnknown(_)
+            | Self::Retry(_)
+            | Self::NotHostedHere(_) => Code::Unavailable,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::WriterConflict { .. } => Code::Aborted,
             Self::Internal(_) => Code::Internal,

@@ -49,6 +49,7 @@ impl ClusterAdmin for ClusterAdminService {
                     cluster_address: member.cluster_address.clone(),
                     incarnation: member.incarnation,
                     status: match member.state {
+                        MemberState::Joining => "joining".to_string(),
                         MemberState::Up => "up".to_string(),
                         MemberState::Leaving => "leaving".to_string(),
                     },

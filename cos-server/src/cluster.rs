@@ -5,12 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use cos_actors::EntityRouter;
 use cos_actors::cluster::coordinator::{CoordinatorActor, CoordinatorArguments};
-use cos_actors::cluster::endpoint::{EndpointActor, EndpointArguments};
+use cos_actors::cluster::endpoint::{EndpointActor, EndpointArguments, EndpointMessage};
 use cos_actors::cluster::membership::{
     MembershipActor, MembershipArguments, MembershipMessage, SessionEvents,
 };
+use cos_actors::cluster::remote::endpoint_group;
 use cos_actors::cluster::routing::RegionCluster;
 use cos_actors::cluster::view::{ClusterView, DetectorTiming};
+use cos_actors::region::RegionMessage;
 use cos_core::cluster::discovery::{
     DiscoveryError, DiscoveryMethod, KubernetesConfig, discover_until, parse_seed_list,
 };
@@ -19,6 +21,9 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use tokio::sync::watch;
+
+/// How long a stopping node waits, after leaving its endpoint's group, for peers to notice.
+const ENDPOINT_RETIRE_PAUSE: Duration = Duration::from_millis(300);
 
 /// How long start-up waits for `COS_REPLICA_COUNT` peers to be discovered.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,6 +45,7 @@ pub struct ClusterNode {
     pub downed: watch::Receiver<bool>,
     node_server: ActorRef<NodeServerMessage>,
     membership: ActorRef<MembershipMessage>,
+    endpoint: std::sync::OnceLock<ActorRef<EndpointMessage>>,
 }
 
 impl ClusterNode {
@@ -115,6 +121,7 @@ impl ClusterNode {
             downed,
             node_server,
             membership,
+            endpoint: std::sync::OnceLock::new(),
         })
     }
 
@@ -132,12 +139,14 @@ impl ClusterNode {
             self_name: self.self_name.clone(),
             regions: router.regions(),
         };
-        Actor::spawn(None, EndpointActor, endpoint)
-            .await
-            .map_err(|error| ClusterError::Spawn {
-                what: "region endpoint",
-                reason: error.to_string(),
-            })?;
+        let (endpoint, _join) =
+            Actor::spawn(None, EndpointActor, endpoint)
+                .await
+                .map_err(|error| ClusterError::Spawn {
+                    what: "region endpoint",
+                    reason: error.to_string(),
+                })?;
+        let _ = self.endpoint.set(endpoint);
         let coordinator = CoordinatorArguments {
             self_name: self.self_name.clone(),
             view: self.view.clone(),
@@ -148,12 +157,55 @@ impl ClusterNode {
                 what: "shard coordinator",
                 reason: error.to_string(),
             })?;
+        let _ = self.membership.cast(MembershipMessage::Ready(()));
         Ok(())
     }
 
     /// Announces that this node leaves, so the coordinator stops giving it shards.
     pub fn leave(&self) {
         let _ = self.membership.cast(MembershipMessage::Leave(()));
+    }
+
+    /// Waits (at most `limit`) until this node hosts no shard any more, or no other member could take them.
+    pub async fn wait_for_hand_off(&self, router: &EntityRouter, limit: Duration) {
+        let give_up = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < give_up {
+            let others_up = self
+                .view
+                .borrow()
+                .shard_hosts()
+                .any(|member| member.name != self.self_name);
+            if !others_up {
+                return;
+            }
+            let mut hosted = 0;
+            for region in router.regions().into_values() {
+                let shards = region
+                    .call(RegionMessage::LocalShards, Some(Duration::from_secs(2)))
+                    .await;
+                if let Ok(ractor::rpc::CallResult::Success(shards)) = shards {
+                    hosted += shards.len();
+                }
+            }
+            if hosted == 0 {
+                tracing::info!("all shards handed off");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("shards were not all handed off in time; stopping anyway");
+    }
+
+    /// Stops taking requests from other nodes (they route elsewhere); called before the regions stop.
+    pub async fn stop_endpoint(&self) {
+        let Some(endpoint) = self.endpoint.get() else {
+            return;
+        };
+        // Leave the group first so peers stop sending here, give the change a moment to reach them, then
+        // answer whatever is already queued (with "not hosted here", so the senders route elsewhere).
+        ractor::pg::leave(endpoint_group(&self.self_name), vec![endpoint.get_cell()]);
+        tokio::time::sleep(ENDPOINT_RETIRE_PAUSE).await;
+        let _ = endpoint.drain_and_wait(Some(Duration::from_secs(5))).await;
     }
 
     /// Closes the node server (and with it every session to the peers).

@@ -27,6 +27,9 @@ use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 /// Largest request or response message the gateway accepts (bytes); bigger ones get RESOURCE_EXHAUSTED.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long a leaving node waits for the coordinator to move its shards away.
+const HAND_OFF_LIMIT: Duration = Duration::from_secs(30);
+
 /// How long shutdown waits for the journal writer to flush.
 const WRITER_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -154,19 +157,27 @@ impl RunningNode {
             store = store_name(&settings.store), entity_types = settings.entity_types.types.len(),
             clustered = cluster.is_some(), "chief of state is serving grpc");
         let stop_signal = stop_serving.clone();
+        let router_for_leave = router.clone();
         let server = tokio::spawn(async move {
             let serving = tonic::transport::Server::builder()
                 .add_service(service)
                 .add_service(admin)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     stop_signal.notified().await;
-                    tracing::info!("shutdown: refusing new requests, finishing in-flight ones");
                     if let Some(cluster) = &cluster {
+                        tracing::info!("shutdown: leaving the cluster, handing off shards");
                         cluster.leave();
+                        cluster
+                            .wait_for_hand_off(&router_for_leave, HAND_OFF_LIMIT)
+                            .await;
                     }
+                    tracing::info!("shutdown: refusing new requests, finishing in-flight ones");
                 })
                 .await;
             tracing::info!("shutdown: grpc server stopped; stopping entities");
+            if let Some(cluster) = &cluster {
+                cluster.stop_endpoint().await;
+            }
             router.stop().await;
             drop(router);
             tracing::info!("shutdown: entities stopped; flushing the journal writer");

@@ -43,8 +43,11 @@ fn node_environment(
         ("COS_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
         ("COS_CLUSTER_UNREACHABLE_AFTER", "1s".to_string()),
         ("COS_CLUSTER_DOWN_AFTER", "2s".to_string()),
-        ("LOG_LEVEL", "warn".to_string()),
-        ("LOG_STYLE", "SIMPLE".to_string()),
+        (
+            "LOG_LEVEL",
+            std::env::var("COS_TEST_NODE_LOG").unwrap_or_else(|_| "warn".to_string()),
+        ),
+        ("LOG_STYLE", "STANDARD".to_string()),
     ];
     environment.extend(
         values
@@ -312,6 +315,208 @@ async fn after_a_kill_the_dead_nodes_shards_are_served_elsewhere() -> anyhow::Re
         assert!(revision == 2 || revision == 3, "{entity}: {revision}");
     }
     drop(victim);
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
+
+/// Sends commands in a loop through the nodes the test lists as serving, recording every outcome.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<LoadOutcome>>,
+}
+
+#[derive(Debug, Default)]
+struct LoadOutcome {
+    succeeded: std::collections::HashMap<String, Vec<u32>>,
+    failures: Vec<String>,
+}
+
+fn start_load(targets: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>, entities: usize) -> Load {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut outcome = LoadOutcome::default();
+        let mut round = 0_usize;
+        while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let target = {
+                let serving = targets.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                serving[round % serving.len()]
+            };
+            let entity = format!("load-{}", round % entities);
+            round += 1;
+            let connected = ChiefOfStateServiceClient::connect(format!("http://{target}")).await;
+            let Ok(mut client) = connected else {
+                continue; // a node the test is taking out of rotation: never accepted the command
+            };
+            let request = ProcessCommandRequest {
+                entity_id: entity.clone(),
+                command: Some(text_any(&format!("emit:r{round}"))),
+            };
+            match client.process_command(request).await {
+                Ok(reply) => outcome.succeeded.entry(entity).or_default().push(
+                    reply
+                        .into_inner()
+                        .meta
+                        .map_or(0, |meta| meta.revision_number),
+                ),
+                Err(status) => outcome
+                    .failures
+                    .push(format!("{entity} via {target}: {status:?}")),
+            }
+        }
+        Ok(outcome)
+    });
+    Load { stop, task }
+}
+
+impl Load {
+    async fn finish(self) -> anyhow::Result<LoadOutcome> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await?
+    }
+}
+
+/// Every success for an entity got the next revision: none lost, none duplicated.
+fn assert_consecutive(outcome: &LoadOutcome) {
+    for (entity, revisions) in &outcome.succeeded {
+        let expected: Vec<u32> = (1..=u32::try_from(revisions.len()).unwrap_or(0)).collect();
+        assert_eq!(revisions, &expected, "{entity}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joining_under_load_receives_shards_and_no_command_fails()
+-> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (schema, nodes) = three_node_cluster(running.address).await?;
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(
+        nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
+    ));
+    let load = start_load(targets.clone(), 40);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seed = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let fourth = start_node(&schema, running.address, &seed, SECRET).await?;
+    let mut received = false;
+    for _ in 0..100 {
+        if !status(&fourth).await?.local_shards.is_empty() {
+            received = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outcome = load.finish().await?;
+    assert!(received, "rebalancing moved shards to the new node");
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_consecutive(&outcome);
+    for node in nodes.into_iter().chain(std::iter::once(fourth)) {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_command() -> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (schema, mut nodes) = three_node_cluster(running.address).await?;
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(
+        nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
+    ));
+    let load = start_load(targets.clone(), 40);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for index in 0..nodes.len() {
+        // Like a load balancer, stop sending to the node before it is told to stop.
+        let leaving = nodes[index].grpc;
+        targets
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .retain(|target| *target != leaving);
+        let seed = format!(
+            "127.0.0.1:{}",
+            nodes[(index + 1) % nodes.len()].cluster_port
+        );
+        let old = std::mem::replace(
+            &mut nodes[index],
+            start_node(&schema, running.address, &seed, SECRET).await?,
+        );
+        old.process.stop().await?;
+        targets
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push(nodes[index].grpc);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let outcome = load.finish().await?;
+    assert!(
+        outcome.failures.is_empty(),
+        "{} failures: {:?}",
+        outcome.failures.len(),
+        outcome.failures
+    );
+    assert!(
+        outcome.succeeded.values().map(Vec::len).sum::<usize>() > 50,
+        "load kept flowing"
+    );
+    assert_consecutive(&outcome);
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_coordinator_moves_it_and_keeps_one_home_per_shard() -> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (_schema, mut nodes) = three_node_cluster(running.address).await?;
+    let entities: Vec<String> = (0..24).map(|index| format!("fail-over-{index}")).collect();
+    for entity in &entities {
+        assert_eq!(send(&nodes[1], entity, "emit:before").await?, 1);
+    }
+    let old_leader = status(&nodes[0]).await?.leader;
+    // The first node is the oldest: it hosts the coordinator.
+    let oldest = nodes.remove(0);
+    assert_eq!(
+        old_leader,
+        format!("node-{}@127.0.0.1", oldest.cluster_port)
+    );
+    let pid = oldest.process.pid().ok_or_else(|| anyhow::anyhow!("pid"))?;
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    wait_for_members(&[&nodes[0], &nodes[1]], 2, Duration::from_secs(20)).await?;
+
+    for entity in &entities {
+        let mut revision = None;
+        for _ in 0..100 {
+            if let Ok(next) = send(&nodes[0], entity, "emit:after").await {
+                revision = Some(next);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            revision,
+            Some(2),
+            "{entity} served after the fail-over, nothing lost"
+        );
+    }
+    let first = status(&nodes[0]).await?;
+    let second = status(&nodes[1]).await?;
+    assert_eq!(first.leader, second.leader);
+    assert_ne!(first.leader, old_leader, "a new coordinator took over");
+    let overlap: Vec<u32> = first
+        .local_shards
+        .iter()
+        .filter(|shard| second.local_shards.contains(shard))
+        .copied()
+        .collect();
+    assert!(overlap.is_empty(), "shards hosted twice: {overlap:?}");
+    drop(oldest);
     for node in nodes {
         node.process.stop().await?;
     }

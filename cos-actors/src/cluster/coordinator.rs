@@ -1,14 +1,17 @@
 //! The shard coordinator: decides which node hosts each shard (least-shards allocation). Every node runs
 //! one, but only the one on the oldest up member answers; the others point callers to it. A coordinator that
 //! takes over rebuilds the allocation by asking every member which shards it hosts, and holds requests
-//! until it knows. When a member is downed or leaves, its shards lose their home and are allocated again on
-//! their next request. (Rebalancing onto joining members and hand-off are not built yet.)
+//! until it knows. When a member is downed, its shards lose their home and are allocated again on their next
+//! request. Every rebalance interval it moves shards from leaving members (all of them) and from the most
+//! loaded members to the least loaded (a bounded number per round): the owner hands the shard off (its
+//! entities finish their queues), then the move is recorded; requests for a moving shard wait for the move.
 
 use std::time::Duration;
 
-use cos_core::cluster::allocation::{NodeName, ShardAllocation};
+use cos_core::cluster::allocation::{NodeName, RebalanceLimits, ShardAllocation, ShardMove};
 use cos_core::proto::internal::{
-    HostedShardsReport, HostedShardsRequest, ShardHomeReply, ShardHomeRequest,
+    HandOffReply, HandOffRequest, HostedShardsReport, HostedShardsRequest, ShardHomeReply,
+    ShardHomeRequest, ShardMoveResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -16,7 +19,7 @@ use tokio::sync::watch;
 
 use super::endpoint::EndpointMessage;
 use super::remote::{coordinator_group, endpoint_group, remote_member};
-use super::view::ClusterView;
+use super::view::{ClusterView, MemberState};
 use super::wire::Wire;
 
 /// How long a new coordinator waits for each member's report of its shards.
@@ -32,7 +35,17 @@ pub enum CoordinatorMessage {
     ViewChanged(()),
     /// The members' reports of what they host, gathered after taking over.
     Rebuilt(Wire<HostedShardsReport>),
+    /// Time to drain leaving members and rebalance.
+    Rebalance(()),
+    /// A hand-off finished (or failed).
+    MoveFinished(Wire<ShardMoveResult>),
 }
+
+/// How often the coordinator drains leaving members and rebalances.
+const REBALANCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the coordinator waits for one hand-off.
+const HAND_OFF_WAIT: Duration = Duration::from_secs(40);
 
 /// Arguments of the coordinator.
 pub struct CoordinatorArguments {
@@ -47,6 +60,9 @@ pub struct CoordinatorState {
     allocation: Option<ShardAllocation>,
     rebuilding: bool,
     waiting: Vec<(u32, RpcReplyPort<Wire<ShardHomeReply>>)>,
+    /// Requests for shards that are moving, answered when the move ends.
+    waiting_for_moves: Vec<(u32, RpcReplyPort<Wire<ShardHomeReply>>)>,
+    limits: RebalanceLimits,
 }
 
 /// The coordinator actor.
@@ -66,6 +82,7 @@ impl Actor for CoordinatorActor {
             coordinator_group(&arguments.self_name),
             vec![myself.get_cell()],
         );
+        myself.send_interval(REBALANCE_INTERVAL, || CoordinatorMessage::Rebalance(()));
         let mut changes = arguments.view.clone();
         let coordinator = myself.clone();
         tokio::spawn(async move {
@@ -84,6 +101,8 @@ impl Actor for CoordinatorActor {
             allocation: None,
             rebuilding: false,
             waiting: Vec::new(),
+            waiting_for_moves: Vec::new(),
+            limits: RebalanceLimits::default(),
         })
     }
 
@@ -99,6 +118,8 @@ impl Actor for CoordinatorActor {
             }
             CoordinatorMessage::ViewChanged(()) => state.view_changed(&myself),
             CoordinatorMessage::Rebuilt(Wire(report)) => state.rebuilt(report),
+            CoordinatorMessage::Rebalance(()) => state.rebalance(&myself),
+            CoordinatorMessage::MoveFinished(Wire(result)) => state.move_finished(result),
         }
         Ok(())
     }
@@ -132,7 +153,80 @@ impl CoordinatorState {
             self.start_rebuild(myself, &view);
             return;
         };
+        if allocation.move_of(shard).is_some() {
+            self.waiting_for_moves.push((shard, reply));
+            return;
+        }
         let _ = reply.send(Wire(answer(allocation, shard)));
+    }
+
+    /// Drains leaving members, then runs one bounded rebalance round; each move is handed off in a task.
+    fn rebalance(&mut self, myself: &ActorRef<CoordinatorMessage>) {
+        let view = self.current_view();
+        if !self.is_coordinator(&view) {
+            return;
+        }
+        let Some(allocation) = self.allocation.as_mut() else {
+            return;
+        };
+        let mut moves = Vec::new();
+        for member in view
+            .members
+            .iter()
+            .filter(|member| member.state == MemberState::Leaving)
+        {
+            let node = NodeName::new(member.name.clone());
+            if allocation.is_member(&node) {
+                let drained = allocation.drain_node(&node);
+                tracing::info!(member = %node, moves = drained.len(), hosted = allocation.shards_of(&node).map_or(0, |shards| shards.len()), "draining a leaving member");
+                moves.extend(drained);
+            } else {
+                tracing::debug!(member = %node, "leaving member hosts nothing here");
+            }
+        }
+        if moves.is_empty() {
+            moves = allocation.rebalance(&self.limits);
+        }
+        for planned in moves {
+            tracing::info!(shard = planned.shard, from = %planned.from, to = %planned.to, "moving shard");
+            let coordinator = myself.clone();
+            let self_name = self.self_name.clone();
+            tokio::spawn(async move {
+                let done = hand_off(&self_name, &planned.from, planned.shard).await;
+                let _ = coordinator.cast(CoordinatorMessage::MoveFinished(Wire(ShardMoveResult {
+                    shard: planned.shard,
+                    from: planned.from.as_str().to_string(),
+                    to: planned.to.as_str().to_string(),
+                    done,
+                })));
+            });
+        }
+    }
+
+    fn move_finished(&mut self, result: ShardMoveResult) {
+        let Some(allocation) = self.allocation.as_mut() else {
+            return;
+        };
+        let finished = ShardMove {
+            shard: result.shard,
+            from: NodeName::new(result.from),
+            to: NodeName::new(result.to),
+        };
+        if result.done {
+            let completion = allocation.complete_move(&finished);
+            tracing::info!(shard = finished.shard, to = %finished.to, ?completion, "shard moved");
+        } else {
+            allocation.abort_move(&finished);
+            tracing::warn!(shard = finished.shard, from = %finished.from, "hand-off failed; shard stays");
+        }
+        let (ready, still_moving): (Vec<_>, Vec<_>) = self
+            .waiting_for_moves
+            .drain(..)
+            .partition(|(shard, _)| allocation.move_of(*shard).is_none());
+        self.waiting_for_moves = still_moving;
+        for (shard, reply) in ready {
+            let _ = reply.send(Wire(answer(allocation, shard)));
+        }
     }
 
     fn view_changed(&mut self, myself: &ActorRef<CoordinatorMessage>) {
@@ -143,7 +237,12 @@ impl CoordinatorState {
             }
             self.rebuilding = false;
             let leader = view.coordinator_host().unwrap_or_default().to_string();
-            for (_, reply) in self.waiting.drain(..) {
+            let waiting: Vec<_> = self
+                .waiting
+                .drain(..)
+                .chain(self.waiting_for_moves.drain(..))
+                .collect();
+            for (_, reply) in waiting {
                 let _ = reply.send(Wire(ShardHomeReply {
                     ask_leader: leader.clone(),
                     ..ShardHomeReply::default()
@@ -167,8 +266,10 @@ impl CoordinatorState {
             members = view.members.len(),
             "taking over as shard coordinator"
         );
+        // Leaving members too: they still host shards until drained.
         let members: Vec<String> = view
-            .shard_hosts()
+            .members
+            .iter()
             .map(|member| member.name.clone())
             .collect();
         let self_name = self.self_name.clone();
@@ -183,6 +284,7 @@ impl CoordinatorState {
                     remote_member(&group)
                 };
                 let Some(cell) = cell else {
+                    tracing::warn!(%member, "no region endpoint known for a member");
                     continue;
                 };
                 let endpoint: ActorRef<EndpointMessage> = cell.into();
@@ -192,8 +294,9 @@ impl CoordinatorState {
                         Some(REPORT_TIMEOUT),
                     )
                     .await;
-                if let Ok(ractor::rpc::CallResult::Success(Wire(report))) = answer {
-                    reports.push(report);
+                match answer {
+                    Ok(ractor::rpc::CallResult::Success(Wire(report))) => reports.push(report),
+                    other => tracing::warn!(%member, ?other, "a member did not report its shards"),
                 }
             }
             let _ = coordinator.cast(CoordinatorMessage::Rebuilt(Wire(HostedShardsReport {
@@ -207,6 +310,9 @@ impl CoordinatorState {
         let view = self.current_view();
         if !self.is_coordinator(&view) {
             return;
+        }
+        for hosted in &report.reports {
+            tracing::debug!(node = %hosted.node, shards = hosted.shards.len(), "member reported its shards");
         }
         let hosted = report
             .reports
@@ -230,7 +336,8 @@ impl CoordinatorState {
     }
 }
 
-/// Makes the allocation's members the view's up members; shards of members that left lose their home.
+/// Makes the allocation's members the view's members: up members join, members no longer in the view (downed)
+/// lose their shards. Leaving members stay until drained.
 fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) {
     let up: Vec<NodeName> = view
         .shard_hosts()
@@ -238,7 +345,7 @@ fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) {
         .collect();
     let gone: Vec<NodeName> = allocation
         .members()
-        .filter(|member| !up.contains(member))
+        .filter(|member| !view.contains(member.as_str()))
         .cloned()
         .collect();
     for member in gone {
@@ -246,8 +353,35 @@ fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) {
         tracing::warn!(member = %member, shards = orphaned.len(), "member gone; its shards will be reallocated");
     }
     for member in up {
+        allocation.undrain(&member);
         allocation.add_node(member);
     }
+}
+
+/// Asks `from`'s region endpoint to stop hosting `shard`; true once it has.
+async fn hand_off(self_name: &str, from: &NodeName, shard: u32) -> bool {
+    let group = endpoint_group(from.as_str());
+    let cell = if from.as_str() == self_name {
+        ractor::pg::get_members(&group).into_iter().next()
+    } else {
+        remote_member(&group)
+    };
+    let Some(cell) = cell else {
+        return false;
+    };
+    let endpoint: ActorRef<EndpointMessage> = cell.into();
+    let reply = endpoint
+        .call(
+            |port| EndpointMessage::HandOff(Wire(HandOffRequest { shard }), port),
+            Some(HAND_OFF_WAIT),
+        )
+        .await;
+    matches!(
+        reply,
+        Ok(ractor::rpc::CallResult::Success(Wire(HandOffReply {
+            done: true
+        })))
+    )
 }
 
 fn answer(allocation: &mut ShardAllocation, shard: u32) -> ShardHomeReply {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use cos_core::error::CommandError;
 use cos_core::proto::internal::{
-    EntityReply, EntityRequest, HostedShardsReply, HostedShardsRequest,
+    EntityReply, EntityRequest, HandOffReply, HandOffRequest, HostedShardsReply,
+    HostedShardsRequest,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -28,7 +29,13 @@ pub enum EndpointMessage {
         Wire<HostedShardsRequest>,
         RpcReplyPort<Wire<HostedShardsReply>>,
     ),
+    /// Stop hosting a shard (the coordinator moves it elsewhere once this answers).
+    #[rpc]
+    HandOff(Wire<HandOffRequest>, RpcReplyPort<Wire<HandOffReply>>),
 }
+
+/// How long a hand-off may take on this node (entities finish their queues first).
+const HAND_OFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(35);
 
 /// Arguments of the endpoint.
 pub struct EndpointArguments {
@@ -43,6 +50,15 @@ impl Actor for EndpointActor {
     type Msg = EndpointMessage;
     type State = EndpointArguments;
     type Arguments = EndpointArguments;
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut EndpointArguments,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::leave(endpoint_group(&state.self_name), vec![myself.get_cell()]);
+        Ok(())
+    }
 
     async fn pre_start(
         &self,
@@ -65,6 +81,7 @@ impl Actor for EndpointActor {
         match message {
             EndpointMessage::Forward(Wire(request), reply) => state.forward(request, reply),
             EndpointMessage::HostedShards(_, reply) => state.hosted_shards(reply),
+            EndpointMessage::HandOff(Wire(request), reply) => state.hand_off(request.shard, reply),
         }
         Ok(())
     }
@@ -86,7 +103,8 @@ impl EndpointArguments {
         };
         let wait_until = envelope.deadline + REPLY_GRACE;
         if region.cast(RegionMessage::Deliver(envelope)).is_err() {
-            let error = CommandError::StoreUnavailable("region stopped; retry".to_string());
+            // This node is stopping: the sender routes the request again.
+            let error = CommandError::NotHostedHere("region stopped".to_string());
             let _ = reply.send(Wire(reply_to_wire(Err(error))));
             return;
         }
@@ -99,6 +117,23 @@ impl EndpointArguments {
                 )),
             };
             let _ = reply.send(Wire(reply_to_wire(result)));
+        });
+    }
+
+    fn hand_off(&self, shard: u32, reply: RpcReplyPort<Wire<HandOffReply>>) {
+        let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
+        tokio::spawn(async move {
+            let mut done = true;
+            for region in regions {
+                let stopped = region
+                    .call(
+                        |port| RegionMessage::HandOff(shard, port),
+                        Some(HAND_OFF_TIMEOUT),
+                    )
+                    .await;
+                done &= matches!(stopped, Ok(ractor::rpc::CallResult::Success(true)));
+            }
+            let _ = reply.send(Wire(HandOffReply { done }));
         });
     }
 

@@ -38,6 +38,8 @@ pub enum MembershipMessage {
     PeerDisconnected(String),
     /// This node is shutting down: announce it as leaving.
     Leave(()),
+    /// This node's region endpoint runs: announce it as up (it may host shards from now on).
+    Ready(()),
 }
 
 /// Arguments of the membership actor.
@@ -68,6 +70,7 @@ struct Reconnect {
 /// The state of the membership actor.
 pub struct MembershipState {
     arguments: MembershipArguments,
+    ready: bool,
     leaving: bool,
     members: HashMap<String, KnownMember>,
     downed: HashMap<String, u64>,
@@ -94,6 +97,7 @@ impl Actor for MembershipActor {
         });
         let state = MembershipState {
             arguments,
+            ready: false,
             leaving: false,
             members: HashMap::new(),
             downed: HashMap::new(),
@@ -124,6 +128,10 @@ impl Actor for MembershipActor {
                 state.leaving = true;
                 state.announce(&myself);
             }
+            MembershipMessage::Ready(()) => {
+                state.ready = true;
+                state.announce(&myself);
+            }
         }
         state.publish();
         Ok(())
@@ -131,11 +139,21 @@ impl Actor for MembershipActor {
 }
 
 impl MembershipState {
-    fn announcement(&self) -> MemberAnnouncement {
-        let status = if self.leaving {
-            MemberStatus::Leaving
+    fn own_state(&self) -> MemberState {
+        if self.leaving {
+            MemberState::Leaving
+        } else if self.ready {
+            MemberState::Up
         } else {
-            MemberStatus::Up
+            MemberState::Joining
+        }
+    }
+
+    fn announcement(&self) -> MemberAnnouncement {
+        let status = match self.own_state() {
+            MemberState::Joining => MemberStatus::Joining,
+            MemberState::Up => MemberStatus::Up,
+            MemberState::Leaving => MemberStatus::Leaving,
         };
         MemberAnnouncement {
             name: self.arguments.self_name.clone(),
@@ -169,6 +187,8 @@ impl MembershipState {
         }
         let state = if announcement.status == MemberStatus::Leaving as i32 {
             MemberState::Leaving
+        } else if announcement.status == MemberStatus::Joining as i32 {
+            MemberState::Joining
         } else {
             MemberState::Up
         };
@@ -310,11 +330,7 @@ impl MembershipState {
             name: self.arguments.self_name.clone(),
             cluster_address: self.arguments.cluster_address.clone(),
             incarnation: self.arguments.incarnation,
-            state: if self.leaving {
-                MemberState::Leaving
-            } else {
-                MemberState::Up
-            },
+            state: self.own_state(),
             reachable: true,
         });
         members.sort_by(|left, right| {

@@ -70,6 +70,7 @@ pub fn from_wire(
         request: local_request,
         deadline: Instant::now() + Duration::from_millis(request.remaining_millis),
         from_remote: true,
+        reroutes: 0,
         reply,
     });
     Ok((envelope, answer))
@@ -77,15 +78,24 @@ pub fn from_wire(
 
 /// The wire form of an answer.
 pub fn reply_to_wire(result: EntityResult) -> EntityReply {
+    let not_hosted_here = matches!(result, Err(CommandError::NotHostedHere(_)));
     let reply = match result {
         Ok(state) => entity_reply::Reply::State(state),
         Err(error) => entity_reply::Reply::Error(error.to_rpc_status()),
     };
-    EntityReply { reply: Some(reply) }
+    EntityReply {
+        reply: Some(reply),
+        not_hosted_here,
+    }
 }
 
 /// An answer from another node.
 pub fn reply_from_wire(reply: EntityReply) -> EntityResult {
+    if reply.not_hosted_here {
+        return Err(CommandError::NotHostedHere(
+            "the shard moved away from the node asked".to_string(),
+        ));
+    }
     match reply.reply {
         Some(entity_reply::Reply::State(state)) => Ok(state),
         Some(entity_reply::Reply::Error(status)) => Err(CommandError::Remote(status)),

@@ -69,14 +69,22 @@ pub async fn resolve_home(cluster: &RegionCluster, shard: u32) -> Result<String,
     Err("the coordinator moved while asking; retry".to_string())
 }
 
-/// Sends a request to the region endpoint of `home` and answers the envelope with its reply. Returns false
-/// when the request may not have reached `home` (so the caller forgets that home).
-pub async fn forward(home: &str, entity_type: &str, envelope: Box<EntityEnvelope>) -> bool {
+/// What became of a forwarded request.
+pub enum Forwarded {
+    /// The home answered (or the outcome is known to be unknown); the caller has its reply.
+    Answered,
+    /// The request never reached a node that could run it; the caller was told to retry.
+    Unreachable,
+    /// The node no longer hosts the shard, or is gone and the request was not sent: route it again.
+    Moved(Box<EntityEnvelope>),
+}
+
+/// Sends a request to the region endpoint of `home` and answers the envelope with its reply, unless the shard
+/// moved away from `home`, in which case the envelope comes back to be routed again.
+pub async fn forward(home: &str, entity_type: &str, envelope: Box<EntityEnvelope>) -> Forwarded {
     let Some(cell) = remote_member(&endpoint_group(home)) else {
-        envelope.answer(Err(CommandError::StoreUnavailable(format!(
-            "node {home} is not reachable; retry"
-        ))));
-        return false;
+        // Nothing was sent: the node is gone (left, restarting or downed), so ask the coordinator again.
+        return Forwarded::Moved(envelope);
     };
     let endpoint: ActorRef<EndpointMessage> = cell.into();
     let request = to_wire(entity_type, &envelope);
@@ -89,21 +97,24 @@ pub async fn forward(home: &str, entity_type: &str, envelope: Box<EntityEnvelope
         )
         .await;
     match answer {
-        Ok(ractor::rpc::CallResult::Success(Wire(reply))) => {
-            envelope.answer(reply_from_wire(reply));
-            true
-        }
+        Ok(ractor::rpc::CallResult::Success(Wire(reply))) => match reply_from_wire(reply) {
+            Err(CommandError::NotHostedHere(_)) => Forwarded::Moved(envelope),
+            result => {
+                envelope.answer(result);
+                Forwarded::Answered
+            }
+        },
         _ if is_command => {
             envelope.answer(Err(CommandError::OutcomeUnknown(format!(
                 "node {home} did not answer; the command may or may not have been persisted"
             ))));
-            false
+            Forwarded::Unreachable
         }
         _ => {
-            envelope.answer(Err(CommandError::StoreUnavailable(format!(
+            envelope.answer(Err(CommandError::Retry(format!(
                 "node {home} did not answer; retry"
             ))));
-            false
+            Forwarded::Unreachable
         }
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 /// The life-cycle state a member announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
+    /// Started, not yet able to host shards.
+    Joining,
     Up,
     Leaving,
 }

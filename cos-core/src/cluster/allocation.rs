@@ -142,6 +142,8 @@ pub struct ShardAllocation {
     hosted: BTreeMap<NodeName, BTreeSet<u32>>,
     /// Moves returned by `rebalance` that were neither completed nor aborted, by shard.
     in_flight: BTreeMap<u32, ShardMove>,
+    /// Members that are leaving: they get no new shards and give theirs away.
+    draining: BTreeSet<NodeName>,
 }
 
 impl ShardAllocation {
@@ -206,6 +208,7 @@ impl ShardAllocation {
     /// so the coordinator can allocate them again; moves in flight from or to it are forgotten. Returns
     /// an empty list for a node that was not a member. O(shards of that node).
     pub fn remove_node(&mut self, node: &NodeName) -> Vec<u32> {
+        self.draining.remove(node);
         let Some(freed_shards) = self.hosted.remove(node) else {
             return Vec::new();
         };
@@ -227,6 +230,9 @@ impl ShardAllocation {
         let mut least_loaded: Option<(&NodeName, usize)> = None;
         // Name order plus a strict comparison keeps the smallest name among equally loaded members.
         for (node, shards) in &self.hosted {
+            if self.draining.contains(node) {
+                continue;
+            }
             let is_less_loaded = match least_loaded {
                 None => true,
                 Some((_, fewest_shards)) => shards.len() < fewest_shards,
@@ -262,6 +268,7 @@ impl ShardAllocation {
         let mut loads: BTreeSet<(usize, &NodeName)> = self
             .hosted
             .iter()
+            .filter(|(node, _)| !self.draining.contains(*node))
             .map(|(node, shards)| (shards.len(), node))
             .collect();
         // Highest shard already given by each donor in this round; a donor never receives in the same
@@ -330,6 +337,66 @@ impl ShardAllocation {
         }
         self.assign(finished_move.shard, finished_move.to.clone());
         MoveCompletion::Moved
+    }
+
+    /// Starts moving every shard of a leaving member to the least loaded of the others (each move counted
+    /// as soon as it is planned), and stops giving it new shards. The moves are completed or aborted like
+    /// rebalance moves; shards already in flight are not planned twice. O(S × N) for S shards of the node.
+    pub fn drain_node(&mut self, node: &NodeName) -> Vec<ShardMove> {
+        if !self.hosted.contains_key(node) {
+            return Vec::new();
+        }
+        self.draining.insert(node.clone());
+        let mut planned: HashMap<NodeName, usize> = self
+            .hosted
+            .iter()
+            .filter(|(member, _)| !self.draining.contains(*member))
+            .map(|(member, shards)| (member.clone(), shards.len()))
+            .collect();
+        let shards: Vec<u32> = self
+            .hosted
+            .get(node)
+            .map(|shards| shards.iter().copied().collect())
+            .unwrap_or_default();
+        let mut moves = Vec::new();
+        for shard in shards {
+            if self.in_flight.contains_key(&shard) {
+                continue;
+            }
+            let target = planned
+                .iter()
+                .min_by(|left, right| (left.1, left.0).cmp(&(right.1, right.0)))
+                .map(|(member, _)| member.clone());
+            let Some(target) = target else {
+                break;
+            };
+            if let Some(count) = planned.get_mut(&target) {
+                *count += 1;
+            }
+            let planned_move = ShardMove {
+                shard,
+                from: node.clone(),
+                to: target,
+            };
+            self.in_flight.insert(shard, planned_move.clone());
+            moves.push(planned_move);
+        }
+        moves
+    }
+
+    /// A member that was leaving is up again (a restart under the same name): it may host shards again.
+    pub fn undrain(&mut self, node: &NodeName) {
+        self.draining.remove(node);
+    }
+
+    /// Whether a member is leaving (draining its shards).
+    pub fn is_draining(&self, node: &NodeName) -> bool {
+        self.draining.contains(node)
+    }
+
+    /// The move in flight for a shard, if any: its home is about to change.
+    pub fn move_of(&self, shard: u32) -> Option<&ShardMove> {
+        self.in_flight.get(&shard)
     }
 
     /// Forgets a move whose hand-off failed or timed out, leaving the shard with `from`, so the next
@@ -929,5 +996,32 @@ mod tests {
             allocation.shards_of(&numbered_node(3)).map(BTreeSet::len),
             Some(250)
         );
+    }
+
+    #[test]
+    fn a_draining_member_gives_all_its_shards_away_and_gets_no_new_ones() {
+        let mut allocation = ShardAllocation::new();
+        for name in ["a", "b", "c"] {
+            allocation.add_node(NodeName::new(name));
+        }
+        for shard in 0..9 {
+            allocation.allocate(shard);
+        }
+        let leaving = NodeName::new("a");
+        let moves = allocation.drain_node(&leaving);
+        assert_eq!(moves.len(), 3);
+        assert!(moves.iter().all(|planned| planned.to != leaving));
+        for planned in &moves {
+            assert_eq!(allocation.complete_move(planned), MoveCompletion::Moved);
+        }
+        assert_ne!(allocation.allocate(100), Some(leaving.clone()));
+        assert_eq!(allocation.shards_of(&leaving).map(BTreeSet::len), Some(0));
+        let counts: Vec<usize> = allocation
+            .counts()
+            .filter(|(node, _)| **node != leaving)
+            .map(|(_, count)| count)
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), 10);
+        assert!(counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1);
     }
 }
