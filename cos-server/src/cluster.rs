@@ -14,7 +14,7 @@ use cos_actors::cluster::routing::RegionCluster;
 use cos_actors::cluster::view::{ClusterView, DetectorTiming};
 use cos_actors::region::RegionMessage;
 use cos_core::cluster::discovery::{
-    DiscoveryError, DiscoveryMethod, KubernetesConfig, discover_until, parse_seed_list,
+    DiscoveryError, DiscoveryMethod, KubernetesConfig, SeedAddress, discover_until, parse_seed_list,
 };
 use cos_core::settings::{ClusterDiscovery, ClusterSettings};
 use ractor::{Actor, ActorRef};
@@ -24,6 +24,10 @@ use tokio::sync::watch;
 
 /// How long a stopping node waits, after leaving its endpoint's group, for peers to notice.
 const ENDPOINT_RETIRE_PAUSE: Duration = Duration::from_millis(300);
+
+/// How long a node that is not the first seed waits to hear from an up member before forming a cluster
+/// alone.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long start-up waits for `COS_REPLICA_COUNT` peers to be discovered.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,6 +105,8 @@ impl ClusterNode {
             node_server: node_server.clone(),
             view: view_sender,
             downed_self: downed_sender,
+            may_form_cluster: is_first_seed(&seeds, &settings.advertised_host, settings.port),
+            join_timeout: JOIN_TIMEOUT,
         };
         let (membership, _join) = Actor::spawn(None, MembershipActor, arguments)
             .await
@@ -213,6 +219,12 @@ impl ClusterNode {
         self.membership.stop(Some("node stopping".to_string()));
         self.node_server.stop(Some("node stopping".to_string()));
     }
+}
+
+/// The first seed (smallest address) forms the cluster; a node that is not among its seeds joins others.
+fn is_first_seed(seeds: &[SeedAddress], host: &str, port: u16) -> bool {
+    let own = SeedAddress::new(host, port);
+    seeds.iter().min().is_none_or(|first| *first == own)
 }
 
 fn discovery_method(settings: &ClusterSettings) -> Result<DiscoveryMethod, ClusterError> {

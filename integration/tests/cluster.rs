@@ -522,3 +522,93 @@ async fn killing_the_coordinator_moves_it_and_keeps_one_home_per_shard() -> anyh
     }
     Ok(())
 }
+
+/// Entries added to /etc/hosts for one test and removed when dropped (the original file is restored).
+struct HostsEntries {
+    original: String,
+}
+
+impl HostsEntries {
+    fn add(name: &str, addresses: &[&str]) -> std::io::Result<Self> {
+        let original = std::fs::read_to_string("/etc/hosts")?;
+        let mut updated = original.clone();
+        if !updated.ends_with('\n') {
+            updated.push('\n');
+        }
+        for address in addresses {
+            updated.push_str(&format!("{address} {name}\n"));
+        }
+        std::fs::write("/etc/hosts", updated)?;
+        Ok(Self { original })
+    }
+}
+
+impl Drop for HostsEntries {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/etc/hosts", &self.original);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_cluster_through_dns_discovery() -> anyhow::Result<()> {
+    // DNS-style discovery (COS_DEPLOYMENT_MODE=docker): one name resolving to every node's address, all on
+    // the same cluster port. The name comes from /etc/hosts, so this needs root, as CI has.
+    let name = format!("cos-dns-{}.test", std::process::id());
+    let addresses = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
+    let _hosts = match HostsEntries::add(&name, &addresses) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("skipped: cannot add {name} to /etc/hosts ({error}); run the suite as root");
+            return Ok(());
+        }
+    };
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let schema = unique_schema_name();
+    let cluster_port = free_port()?;
+    let mut starting = Vec::new();
+    for address in addresses {
+        let grpc_port = free_port()?;
+        let grpc: SocketAddr = format!("{address}:{grpc_port}").parse()?;
+        let mut environment = node_environment(
+            &schema,
+            running.address,
+            grpc_port,
+            cluster_port,
+            "",
+            SECRET,
+        );
+        environment.retain(|(key, _)| key != "COS_CLUSTER_SEEDS" && key != "COS_ADDRESS");
+        environment.extend([
+            ("COS_ADDRESS".to_string(), address.to_string()),
+            ("COS_DEPLOYMENT_MODE".to_string(), "docker".to_string()),
+            ("COS_SERVICE_NAME".to_string(), name.clone()),
+            ("COS_REPLICA_COUNT".to_string(), "3".to_string()),
+        ]);
+        starting.push(tokio::spawn(async move {
+            ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, grpc)
+                .await
+                .map(|process| Node {
+                    process,
+                    grpc,
+                    cluster_port,
+                })
+        }));
+    }
+    let mut nodes = Vec::new();
+    for node in starting {
+        nodes.push(node.await??);
+    }
+    wait_for_members(
+        &nodes.iter().collect::<Vec<_>>(),
+        3,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(send(&nodes[2], "dns-1", "emit:a").await?, 1);
+    assert_eq!(send(&nodes[0], "dns-1", "emit:b").await?, 2);
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}

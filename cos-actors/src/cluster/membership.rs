@@ -53,6 +53,11 @@ pub struct MembershipArguments {
     pub view: watch::Sender<ClusterView>,
     /// Set to true when the leader downed this node: it must stop serving.
     pub downed_self: watch::Sender<bool>,
+    /// Whether this node may start a new cluster on its own (it is the first seed). Other nodes become up
+    /// only after they have heard from an up member, or after `join_timeout`, so that nodes starting
+    /// together do not each form a cluster of their own.
+    pub may_form_cluster: bool,
+    pub join_timeout: Duration,
 }
 
 struct KnownMember {
@@ -70,6 +75,9 @@ struct Reconnect {
 /// The state of the membership actor.
 pub struct MembershipState {
     arguments: MembershipArguments,
+    /// The region endpoint runs (`Ready` received).
+    sharding_ready: bool,
+    started_at: Instant,
     ready: bool,
     leaving: bool,
     members: HashMap<String, KnownMember>,
@@ -97,6 +105,8 @@ impl Actor for MembershipActor {
         });
         let state = MembershipState {
             arguments,
+            sharding_ready: false,
+            started_at: Instant::now(),
             ready: false,
             leaving: false,
             members: HashMap::new(),
@@ -129,8 +139,8 @@ impl Actor for MembershipActor {
                 state.announce(&myself);
             }
             MembershipMessage::Ready(()) => {
-                state.ready = true;
-                state.announce(&myself);
+                state.sharding_ready = true;
+                state.become_up_when_joined(&myself);
             }
         }
         state.publish();
@@ -240,7 +250,28 @@ impl MembershipState {
         }
     }
 
+    /// Becomes up once sharding runs and this node either may form the cluster, has heard from an up
+    /// member (it joined an existing cluster), or waited `join_timeout` for one.
+    fn become_up_when_joined(&mut self, myself: &ActorRef<MembershipMessage>) {
+        if self.ready || !self.sharding_ready {
+            return;
+        }
+        let joined = self
+            .members
+            .values()
+            .any(|member| member.state == MemberState::Up);
+        let waited_too_long = self.started_at.elapsed() >= self.arguments.join_timeout;
+        if self.arguments.may_form_cluster || joined || waited_too_long {
+            if waited_too_long && !joined && !self.arguments.may_form_cluster {
+                tracing::warn!("no up member answered; forming a cluster of this node alone");
+            }
+            self.ready = true;
+            self.announce(myself);
+        }
+    }
+
     fn tick(&mut self, myself: &ActorRef<MembershipMessage>) {
+        self.become_up_when_joined(myself);
         self.announce(myself);
         self.down_long_unreachable_members();
         self.reconnect();
