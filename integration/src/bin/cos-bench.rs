@@ -47,7 +47,7 @@ enum Command {
         pg_database: String,
         #[arg(long)]
         no_postgres: bool,
-        /// Only these scenario groups (comma-separated: write, recovery, memory); baselines always run.
+        /// Only these scenario groups (comma-separated: write, recovery, memory, cluster); baselines always run.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Distinct entities for the passivation memory scenario (overrides the preset).
