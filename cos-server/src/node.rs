@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cos_actors::passivation::PassivationBudget;
 use cos_actors::{EntityRouter, EntityTypeRuntime, RouterError};
-use cos_core::handler::{GrpcWriteHandler, HandlerSetupError};
+use cos_core::handler::{BreakerWriteHandler, GrpcWriteHandler, HandlerSetupError, WriteHandler};
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_server::ChiefOfStateServiceServer;
 use cos_core::settings::{Settings, StoreSettings};
 use cos_core::store::postgres::PostgresJournal;
@@ -89,9 +89,13 @@ impl RunningNode {
                     entity_type: entity_type.name.to_string(),
                     source,
                 })?;
+            let handler: Arc<dyn WriteHandler> = match settings.grpc_client.breaker {
+                Some(breaker) => Arc::new(BreakerWriteHandler::new(handler, breaker)),
+                None => Arc::new(handler),
+            };
             runtimes.push(Arc::new(EntityTypeRuntime {
                 settings: entity_type.clone(),
-                handler: Arc::new(handler),
+                handler,
                 journal: journal.clone(),
                 writer: writer.clone(),
                 num_shards: settings.num_shards,

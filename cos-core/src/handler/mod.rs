@@ -1,6 +1,7 @@
 //! Clients for the user's write handler. The entity sees only the [`WriteHandler`] trait, so a gRPC and
 //! (later) an HTTP handler are interchangeable per entity type.
 
+mod breaker;
 mod grpc;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::proto::chief_of_state::v1::{
     HandleCommandRequest, HandleCommandResponse, HandleEventRequest, HandleEventResponse, Header,
 };
 
+pub use breaker::BreakerWriteHandler;
 pub use grpc::{GrpcWriteHandler, HandlerSetupError};
 
 /// The two calls CoS makes to a write handler. `timeout` is the time left for this call: the smaller of the

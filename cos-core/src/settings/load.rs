@@ -14,8 +14,9 @@ use std::time::Duration;
 use self::parse::RawValue;
 use self::sources::Sources;
 use super::{
-    DeploymentMode, GrpcClientSettings, KeepaliveSettings, LogStyle, LoggingSettings,
-    PassivationSettings, PostgresSettings, Settings, SqliteSettings, StoreSettings,
+    BreakerSettings, DeploymentMode, GrpcClientSettings, KeepaliveSettings, LogStyle,
+    LoggingSettings, PassivationSettings, PostgresSettings, Settings, SqliteSettings,
+    StoreSettings,
 };
 
 /// Where settings come from; the environment is passed in as a map so tests never mutate the process env.
@@ -310,6 +311,34 @@ fn load_passivation(sources: &Sources<'_>) -> Result<PassivationSettings, Settin
     })
 }
 
+/// `COS_WRITE_SIDE_BREAKER_*`; validated only when enabled, as in the original.
+fn load_breaker(sources: &Sources<'_>) -> Result<Option<BreakerSettings>, SettingsError> {
+    if !sources
+        .global("write_side_breaker_enabled", "false")?
+        .boolean()?
+    {
+        return Ok(None);
+    }
+    let max_failures: u32 = sources
+        .global("write_side_breaker_max_failures", "5")?
+        .integer_in(1..=100, "must be an integer between 1 and 100")?;
+    let call_raw = sources.global("write_side_breaker_call_timeout", "60s")?;
+    let call_timeout = call_raw.duration("must be a duration such as 60s")?;
+    if call_timeout.is_zero() || call_timeout > Duration::from_secs(300) {
+        return Err(call_raw.invalid("must be more than 0 and at most 5 minutes"));
+    }
+    let reset_raw = sources.global("write_side_breaker_reset_timeout", "1m")?;
+    let reset_timeout = reset_raw.duration("must be a duration such as 1m")?;
+    if reset_timeout < Duration::from_secs(1) || reset_timeout > Duration::from_secs(3600) {
+        return Err(reset_raw.invalid("must be between 1 second and 1 hour"));
+    }
+    Ok(Some(BreakerSettings {
+        max_failures,
+        call_timeout,
+        reset_timeout,
+    }))
+}
+
 fn load_grpc_client(sources: &Sources<'_>) -> Result<GrpcClientSettings, SettingsError> {
     let enabled = sources
         .global("grpc_keepalive_enabled", "false")?
@@ -345,6 +374,7 @@ fn load_grpc_client(sources: &Sources<'_>) -> Result<GrpcClientSettings, Setting
     Ok(GrpcClientSettings {
         keepalive,
         pool_size,
+        breaker: load_breaker(sources)?,
     })
 }
 

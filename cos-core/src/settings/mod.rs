@@ -196,6 +196,20 @@ pub struct GrpcClientSettings {
     pub keepalive: Option<KeepaliveSettings>,
     /// Channels per handler, used round-robin (>= 1).
     pub pool_size: usize,
+    /// `COS_WRITE_SIDE_BREAKER_*`: fail fast while a write handler keeps failing; `None` when disabled.
+    pub breaker: Option<BreakerSettings>,
+}
+
+/// A circuit breaker: after `max_failures` failures in a row calls fail fast for `reset_timeout`, then one
+/// trial call decides whether to close again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// `COS_WRITE_SIDE_BREAKER_MAX_FAILURES` (default 5, 1..=100).
+    pub max_failures: u32,
+    /// `COS_WRITE_SIDE_BREAKER_CALL_TIMEOUT` (default 60s, at most 5m): slower calls count as failures.
+    pub call_timeout: Duration,
+    /// `COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT` (default 1m, 1s..=1h).
+    pub reset_timeout: Duration,
 }
 
 /// HTTP/2 keepalive pings on handler channels.

@@ -57,6 +57,10 @@ const GLOBAL_KEYS: &[&str] = &[
     "passivation_idle_timeout",
     "max_active_entities",
     "default_entity_type",
+    "write_side_breaker_enabled",
+    "write_side_breaker_max_failures",
+    "write_side_breaker_call_timeout",
+    "write_side_breaker_reset_timeout",
     "cluster_enabled",
     "cluster_node_name",
     "cluster_host",
@@ -74,11 +78,7 @@ const GLOBAL_KEYS: &[&str] = &[
 const FILE_ONLY_KEYS: &[&str] = &["entity_types", "log_level", "log_style"];
 
 /// `COS_*` variables read by other parts of the service (or reserved for later); they never warn.
-const ENV_PREFIXES_READ_ELSEWHERE: &[&str] = &[
-    "COS_READ_SIDE_",
-    "COS_SUBSCRIPTION_",
-    "COS_WRITE_SIDE_BREAKER_",
-];
+const ENV_PREFIXES_READ_ELSEWHERE: &[&str] = &["COS_READ_SIDE_", "COS_SUBSCRIPTION_"];
 const ENV_NAMES_READ_ELSEWHERE: &[&str] = &[
     "COS_MIGRATIONS_INITIAL_VERSION",
     "COS_CONFIG_FILE",
@@ -377,7 +377,6 @@ mod tests {
             ("COS_READ_SIDE_CONFIG__PORT__read-side-2", "50052"),
             ("COS_READ_SIDE_CONFIG____RS1", "x"),
             ("COS_NUM_SHARD", "8"),
-            ("COS_WRITE_SIDE_BREAKER_ENABLED", "true"),
             ("COS_HTTP_PORT", "9001"),
         ]);
         let sources = Sources::read(&options).expect("sources");

@@ -54,7 +54,8 @@ fn defaults_load_when_only_the_write_handler_is_set() {
         settings.grpc_client,
         GrpcClientSettings {
             keepalive: None,
-            pool_size: 1
+            pool_size: 1,
+            breaker: None,
         }
     );
     assert_eq!(
@@ -301,6 +302,7 @@ fn keepalive_is_configured_only_when_enabled() {
                 while_idle: false,
             }),
             pool_size: 4,
+            breaker: None,
         }
     );
     assert_eq!(
@@ -472,6 +474,38 @@ fn enabling_read_sides_stops_start_up_until_they_exist() {
     let error = load_error(&with_handler(&[("COS_READ_SIDE_ENABLED", "true")]));
     assert!(
         error.contains("COS_READ_SIDE_ENABLED=\"true\"") && error.contains("not available"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_write_side_breaker_is_validated_only_when_enabled() {
+    let disabled = Settings::load(&with_handler(&[(
+        "COS_WRITE_SIDE_BREAKER_MAX_FAILURES",
+        "0",
+    )]))
+    .expect("ignored while disabled");
+    assert!(disabled.grpc_client.breaker.is_none());
+    let enabled = Settings::load(&with_handler(&[("COS_WRITE_SIDE_BREAKER_ENABLED", "true")]))
+        .expect("defaults");
+    let breaker = enabled.grpc_client.breaker.expect("enabled");
+    assert_eq!(breaker.max_failures, 5);
+    assert_eq!(breaker.call_timeout, Duration::from_secs(60));
+    assert_eq!(breaker.reset_timeout, Duration::from_secs(60));
+    let error = load_error(&with_handler(&[
+        ("COS_WRITE_SIDE_BREAKER_ENABLED", "true"),
+        ("COS_WRITE_SIDE_BREAKER_MAX_FAILURES", "0"),
+    ]));
+    assert!(
+        error.contains("COS_WRITE_SIDE_BREAKER_MAX_FAILURES=\"0\""),
+        "{error}"
+    );
+    let error = load_error(&with_handler(&[
+        ("COS_WRITE_SIDE_BREAKER_ENABLED", "true"),
+        ("COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT", "500ms"),
+    ]));
+    assert!(
+        error.contains("COS_WRITE_SIDE_BREAKER_RESET_TIMEOUT"),
         "{error}"
     );
 }
