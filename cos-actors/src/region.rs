@@ -27,7 +27,7 @@ pub enum RegionMessage {
     /// Route a request to the shard of its entity.
     Deliver(Box<EntityEnvelope>),
     /// The coordinator's answer for a shard: its home node, or why there is none.
-    HomeResolved(u32, Result<String, String>),
+    HomeResolved(u32, u64, Result<String, String>),
     /// A forward to this shard's home failed: ask the coordinator again next time.
     ForgetHome(u32),
     /// Members changed: forget homes on nodes that are gone.
@@ -36,11 +36,16 @@ pub enum RegionMessage {
     LocalShards(RpcReplyPort<Vec<u32>>),
     /// Stop hosting a shard: its entities finish their queues; requests meanwhile wait, then follow it.
     HandOff(u32, RpcReplyPort<bool>),
-    /// The shard actor of a hand-off has stopped.
-    HandOffFinished(u32, RpcReplyPort<bool>),
+    /// The shard actor of a hand-off has stopped (true), or was killed after not draining in time.
+    HandOffFinished(u32, bool),
+    /// Retry resolving a shard's home after the coordinator could not answer.
+    RetryResolve(u32),
     /// A forwarded request found its shard moved: route it again.
     Reroute(u32, Box<EntityEnvelope>),
 }
+
+/// Pause before asking the coordinator again after it could not answer.
+const RESOLVE_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// How often one request may follow a moving shard before it is refused (its deadline bounds it too).
 const MAX_REROUTES: u8 = 10;
@@ -67,8 +72,12 @@ pub struct RegionState {
     /// Requests waiting for the coordinator's answer, per shard, in arrival order.
     #[allow(clippy::vec_box)]
     resolving: HashMap<u32, Vec<Box<EntityEnvelope>>>,
-    /// Shards being handed off: their requests wait in `resolving` until the shard actor has stopped.
-    handing_off: std::collections::HashSet<u32>,
+    /// Shards being handed off, with the callers waiting for the hand-off; their requests wait in `resolving`.
+    handing_off: HashMap<u32, Vec<RpcReplyPort<bool>>>,
+    /// Bumped at each hand-off: a coordinator answer asked for before it is stale.
+    epochs: HashMap<u32, u64>,
+    /// The coordinator's node when homes were last learned: a new coordinator means re-checking them.
+    coordinator: Option<String>,
 }
 
 /// The shard region actor.
@@ -102,7 +111,9 @@ impl Actor for RegionActor {
             shards: HashMap::new(),
             homes: HashMap::new(),
             resolving: HashMap::new(),
-            handing_off: Default::default(),
+            handing_off: HashMap::new(),
+            epochs: HashMap::new(),
+            coordinator: None,
         })
     }
 
@@ -131,20 +142,22 @@ impl Actor for RegionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RegionMessage::Deliver(envelope) => state.deliver(&myself, envelope).await,
-            RegionMessage::HomeResolved(shard, home) => {
-                state.home_resolved(&myself, shard, home).await
+            RegionMessage::HomeResolved(shard, epoch, home) => {
+                state.home_resolved(&myself, shard, epoch, home).await
             }
+            RegionMessage::RetryResolve(shard) => state.resolve_waiting(&myself, shard),
             RegionMessage::ForgetHome(shard) => {
                 state.homes.remove(&shard);
             }
-            RegionMessage::ViewChanged => state.forget_departed_homes(),
+            RegionMessage::ViewChanged => state.view_changed(&myself),
             RegionMessage::LocalShards(reply) => {
                 let _ = reply.send(state.shards.keys().copied().collect());
             }
             RegionMessage::HandOff(shard, reply) => state.hand_off(&myself, shard, reply),
-            RegionMessage::HandOffFinished(shard, reply) => {
-                state.handing_off.remove(&shard);
-                let _ = reply.send(true);
+            RegionMessage::HandOffFinished(shard, drained) => {
+                for reply in state.handing_off.remove(&shard).unwrap_or_default() {
+                    let _ = reply.send(drained);
+                }
                 state.resolve_waiting(&myself, shard);
             }
             RegionMessage::Reroute(shard, mut envelope) => {
@@ -191,12 +204,17 @@ impl RegionState {
             return;
         };
         if let Some(home) = self.homes.get(&shard).cloned() {
-            self.route(myself, &cluster, shard, &home, envelope).await;
-            return;
+            // A request from another node is only trusted to a cached "here": any other cached home may be
+            // stale (the shard may just have moved here), so ask the coordinator instead of refusing.
+            if !envelope.from_remote || home == cluster.self_name {
+                self.route(myself, &cluster, shard, &home, envelope).await;
+                return;
+            }
+            self.homes.remove(&shard);
         }
         let waiting = self.resolving.entry(shard).or_default();
         waiting.push(envelope);
-        if waiting.len() > 1 || self.handing_off.contains(&shard) {
+        if waiting.len() > 1 || self.handing_off.contains_key(&shard) {
             return;
         }
         self.resolve_waiting(myself, shard);
@@ -215,13 +233,15 @@ impl RegionState {
             return;
         }
         let region = myself.clone();
+        let epoch = self.epochs.get(&shard).copied().unwrap_or(0);
         tokio::spawn(async move {
             let home = resolve_home(&cluster, shard).await;
-            let _ = region.cast(RegionMessage::HomeResolved(shard, home));
+            let _ = region.cast(RegionMessage::HomeResolved(shard, epoch, home));
         });
     }
 
-    /// Stops the local shard actor (after its entities answer their queues) and forgets its home.
+    /// Stops the local shard actor (after its entities answer their queues) and forgets its home. A shard that
+    /// does not drain in time is killed and the hand-off reported as failed, so it never runs in two places.
     fn hand_off(
         &mut self,
         myself: &ActorRef<RegionMessage>,
@@ -229,17 +249,27 @@ impl RegionState {
         reply: RpcReplyPort<bool>,
     ) {
         self.homes.remove(&shard);
+        *self.epochs.entry(shard).or_default() += 1;
+        if let Some(waiting) = self.handing_off.get_mut(&shard) {
+            waiting.push(reply);
+            return;
+        }
         let Some(actor) = self.shards.remove(&shard) else {
             let _ = reply.send(true);
             return;
         };
-        self.handing_off.insert(shard);
+        self.handing_off.insert(shard, vec![reply]);
         let region = myself.clone();
         tokio::spawn(async move {
-            if actor.drain_and_wait(Some(DRAIN_TIMEOUT)).await.is_err() {
-                tracing::error!(shard, "shard did not drain in time during hand-off");
+            let drained = actor.drain_and_wait(Some(DRAIN_TIMEOUT)).await.is_ok();
+            if !drained {
+                tracing::error!(
+                    shard,
+                    "shard did not drain in time during hand-off; killing it"
+                );
+                actor.kill();
             }
-            let _ = region.cast(RegionMessage::HandOffFinished(shard, reply));
+            let _ = region.cast(RegionMessage::HandOffFinished(shard, drained));
         });
     }
 
@@ -247,28 +277,48 @@ impl RegionState {
         &mut self,
         myself: &ActorRef<RegionMessage>,
         shard: u32,
+        epoch: u64,
         home: Result<String, String>,
     ) {
-        if self.handing_off.contains(&shard) {
-            // Asked before the hand-off began: the answer is stale; ask again once the shard has stopped.
+        if self.handing_off.contains_key(&shard) {
+            // The hand-off resolves again when it finishes.
             return;
         }
-        let waiting = self.resolving.remove(&shard).unwrap_or_default();
+        if epoch != self.epochs.get(&shard).copied().unwrap_or(0) {
+            // Asked before a hand-off: the answer is stale.
+            self.resolve_waiting(myself, shard);
+            return;
+        }
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
         match home {
             Ok(home) => {
+                let waiting = self.resolving.remove(&shard).unwrap_or_default();
                 self.homes.insert(shard, home.clone());
                 for envelope in waiting {
                     self.route(myself, &cluster, shard, &home, envelope).await;
                 }
             }
             Err(reason) => {
-                for envelope in waiting {
+                // Answer the requests that ran out of time; the others wait for another try.
+                let now = tokio::time::Instant::now();
+                let waiting = self.resolving.remove(&shard).unwrap_or_default();
+                let (expired, alive): (Vec<_>, Vec<_>) = waiting
+                    .into_iter()
+                    .partition(|envelope| envelope.deadline <= now);
+                for envelope in expired {
                     envelope.answer(Err(CommandError::Retry(format!(
                         "shard {shard} has no home: {reason}; retry"
                     ))));
+                }
+                if !alive.is_empty() {
+                    self.resolving.insert(shard, alive);
+                    let region = myself.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RESOLVE_RETRY_PAUSE).await;
+                        let _ = region.cast(RegionMessage::RetryResolve(shard));
+                    });
                 }
             }
         }
@@ -312,13 +362,46 @@ impl RegionState {
         });
     }
 
-    fn forget_departed_homes(&mut self) {
-        let Some(cluster) = &self.cluster else {
+    /// Forgets homes on members that are gone. When the coordinator moved (a take-over, or this node merged
+    /// into another cluster), every cached home is forgotten and each local shard is checked with the new
+    /// coordinator: a shard it homes elsewhere is handed off here, so it never runs in two places.
+    fn view_changed(&mut self, myself: &ActorRef<RegionMessage>) {
+        let Some(cluster) = self.cluster.clone() else {
             return;
         };
         let view = cluster.view.borrow().clone();
+        let coordinator = view.coordinator_host().map(str::to_string);
+        if coordinator != self.coordinator {
+            self.coordinator = coordinator.clone();
+            self.homes.clear();
+            if coordinator.is_some() {
+                self.reconcile_local_shards(myself, &cluster);
+            }
+            return;
+        }
         self.homes
             .retain(|_, home| view.shard_hosts().any(|member| member.name == *home));
+    }
+
+    fn reconcile_local_shards(&self, myself: &ActorRef<RegionMessage>, cluster: &RegionCluster) {
+        let local: Vec<u32> = self.shards.keys().copied().collect();
+        if local.is_empty() {
+            return;
+        }
+        let cluster = cluster.clone();
+        let region = myself.clone();
+        tokio::spawn(async move {
+            for shard in local {
+                let Ok(home) = resolve_home(&cluster, shard).await else {
+                    continue;
+                };
+                if home != cluster.self_name {
+                    tracing::warn!(shard, %home, "the coordinator homes a local shard elsewhere; handing it off");
+                    let (sender, _receiver) = ractor::concurrency::oneshot();
+                    let _ = region.cast(RegionMessage::HandOff(shard, sender.into()));
+                }
+            }
+        });
     }
 
     async fn deliver_locally(

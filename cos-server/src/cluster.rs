@@ -25,6 +25,9 @@ use tokio::sync::watch;
 /// How long a stopping node waits, after leaving its endpoint's group, for peers to notice.
 const ENDPOINT_RETIRE_PAUSE: Duration = Duration::from_millis(300);
 
+/// How long the first seed waits for another seed to answer before forming a cluster alone.
+const FIRST_SEED_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a node that is not the first seed waits to hear from an up member before forming a cluster
 /// alone.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -105,8 +108,7 @@ impl ClusterNode {
             node_server: node_server.clone(),
             view: view_sender,
             downed_self: downed_sender,
-            may_form_cluster: is_first_seed(&seeds, &settings.advertised_host, settings.port),
-            join_timeout: JOIN_TIMEOUT,
+            form_alone_after: form_alone_after(&seeds, &settings.advertised_host, settings.port),
         };
         let (membership, _join) = Actor::spawn(None, MembershipActor, arguments)
             .await
@@ -221,10 +223,18 @@ impl ClusterNode {
     }
 }
 
-/// The first seed (smallest address) forms the cluster; a node that is not among its seeds joins others.
-fn is_first_seed(seeds: &[SeedAddress], host: &str, port: u16) -> bool {
+/// How long to wait for an up member before forming a cluster alone: the first seed (smallest address) waits
+/// briefly if other seeds exist (a restarted first seed must rejoin its cluster, not start a new one), not
+/// at all if it is the only seed; every other node waits longer.
+fn form_alone_after(seeds: &[SeedAddress], host: &str, port: u16) -> Duration {
     let own = SeedAddress::new(host, port);
-    seeds.iter().min().is_none_or(|first| *first == own)
+    let is_first_seed = seeds.iter().min().is_none_or(|first| *first == own);
+    let has_other_seeds = seeds.iter().any(|seed| *seed != own);
+    match (is_first_seed, has_other_seeds) {
+        (true, false) => Duration::ZERO,
+        (true, true) => FIRST_SEED_WAIT,
+        (false, _) => JOIN_TIMEOUT,
+    }
 }
 
 fn discovery_method(settings: &ClusterSettings) -> Result<DiscoveryMethod, ClusterError> {

@@ -144,13 +144,16 @@ impl RunningNode {
             router: router.clone(),
         });
         let stop_serving = Arc::new(Notify::new());
+        let downed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(cluster) = &cluster {
             let mut downed = cluster.downed.clone();
             let stop = stop_serving.clone();
+            let flag = downed_flag.clone();
             tokio::spawn(async move {
                 while downed.changed().await.is_ok() {
                     if *downed.borrow() {
-                        tracing::error!("downed by the cluster: shutting down");
+                        tracing::error!("downed by the cluster: shutting down without hand-off");
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
                         stop.notify_one();
                         break;
                     }

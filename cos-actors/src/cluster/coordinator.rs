@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cos_core::cluster::allocation::{NodeName, RebalanceLimits, ShardAllocation, ShardMove};
 use cos_core::proto::internal::{
-    HandOffReply, HandOffRequest, HostedShardsReport, HostedShardsRequest, ShardHomeReply,
-    ShardHomeRequest, ShardMoveResult,
+    HandOffReply, HandOffRequest, HostedShardsReply, HostedShardsReport, HostedShardsRequest,
+    ShardHomeReply, ShardHomeRequest, ShardMoveResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -23,7 +23,10 @@ use super::view::{ClusterView, MemberState};
 use super::wire::Wire;
 
 /// How long a new coordinator waits for each member's report of its shards.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a new coordinator asks a member that did not report.
+const REPORT_ATTEMPTS: u32 = 3;
 
 /// Messages of the coordinator.
 #[derive(RactorClusterMessage)]
@@ -39,6 +42,8 @@ pub enum CoordinatorMessage {
     Rebalance(()),
     /// A hand-off finished (or failed).
     MoveFinished(Wire<ShardMoveResult>),
+    /// What a member that joined after the allocation was built already hosts.
+    Adopt(Wire<HostedShardsReply>),
 }
 
 /// How often the coordinator drains leaving members and rebalances.
@@ -59,6 +64,8 @@ pub struct CoordinatorState {
     view: watch::Receiver<ClusterView>,
     allocation: Option<ShardAllocation>,
     rebuilding: bool,
+    /// Counts take-overs; reports gathered for an earlier one are ignored.
+    rebuild_epoch: u64,
     waiting: Vec<(u32, RpcReplyPort<Wire<ShardHomeReply>>)>,
     /// Requests for shards that are moving, answered when the move ends.
     waiting_for_moves: Vec<(u32, RpcReplyPort<Wire<ShardHomeReply>>)>,
@@ -100,6 +107,7 @@ impl Actor for CoordinatorActor {
             view: arguments.view,
             allocation: None,
             rebuilding: false,
+            rebuild_epoch: 0,
             waiting: Vec::new(),
             waiting_for_moves: Vec::new(),
             limits: RebalanceLimits::default(),
@@ -120,6 +128,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMessage::Rebuilt(Wire(report)) => state.rebuilt(report),
             CoordinatorMessage::Rebalance(()) => state.rebalance(&myself),
             CoordinatorMessage::MoveFinished(Wire(result)) => state.move_finished(result),
+            CoordinatorMessage::Adopt(Wire(report)) => state.adopt(report),
         }
         Ok(())
     }
@@ -203,6 +212,20 @@ impl CoordinatorState {
         }
     }
 
+    /// Takes over what a joined member already hosts; copies of shards homed elsewhere are handed off.
+    fn adopt(&mut self, report: HostedShardsReply) {
+        let Some(allocation) = self.allocation.as_mut() else {
+            return;
+        };
+        let node = NodeName::new(report.node);
+        for shard in report.shards {
+            if let Some(owner) = allocation.adopt(&node, shard) {
+                tracing::warn!(shard, %node, %owner, "a joined member hosts a shard homed elsewhere; handing its copy off");
+                hand_off_copy(&self.self_name, &node, shard);
+            }
+        }
+    }
+
     fn move_finished(&mut self, result: ShardMoveResult) {
         let Some(allocation) = self.allocation.as_mut() else {
             return;
@@ -252,7 +275,11 @@ impl CoordinatorState {
         }
         match self.allocation.as_mut() {
             None => self.start_rebuild(myself, &view),
-            Some(allocation) => sync_members(allocation, &view),
+            Some(allocation) => {
+                for joined in sync_members(allocation, &view) {
+                    ask_for_report(myself, &self.self_name, joined);
+                }
+            }
         }
     }
 
@@ -272,40 +299,30 @@ impl CoordinatorState {
             .iter()
             .map(|member| member.name.clone())
             .collect();
+        self.rebuild_epoch += 1;
+        let epoch = self.rebuild_epoch;
         let self_name = self.self_name.clone();
         let coordinator = myself.clone();
         tokio::spawn(async move {
-            let mut reports = Vec::new();
-            for member in members {
-                let group = endpoint_group(&member);
-                let cell = if member == self_name {
-                    ractor::pg::get_members(&group).into_iter().next()
-                } else {
-                    remote_member(&group)
-                };
-                let Some(cell) = cell else {
-                    tracing::warn!(%member, "no region endpoint known for a member");
-                    continue;
-                };
-                let endpoint: ActorRef<EndpointMessage> = cell.into();
-                let answer = endpoint
-                    .call(
-                        |port| EndpointMessage::HostedShards(Wire(HostedShardsRequest {}), port),
-                        Some(REPORT_TIMEOUT),
-                    )
-                    .await;
-                match answer {
-                    Ok(ractor::rpc::CallResult::Success(Wire(report))) => reports.push(report),
-                    other => tracing::warn!(%member, ?other, "a member did not report its shards"),
-                }
-            }
+            let asks = members
+                .into_iter()
+                .map(|member| report_of(self_name.clone(), member));
+            let reports: Vec<HostedShardsReply> = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             let _ = coordinator.cast(CoordinatorMessage::Rebuilt(Wire(HostedShardsReport {
                 reports,
+                epoch,
             })));
         });
     }
 
     fn rebuilt(&mut self, report: HostedShardsReport) {
+        if report.epoch != self.rebuild_epoch {
+            return;
+        }
         self.rebuilding = false;
         let view = self.current_view();
         if !self.is_coordinator(&view) {
@@ -320,9 +337,11 @@ impl CoordinatorState {
             .filter(|report| !report.node.is_empty())
             .map(|report| (NodeName::new(report.node), report.shards));
         let (mut allocation, conflicts) = ShardAllocation::from_hosted(hosted);
+        let mut conflicts_to_resolve = Vec::new();
         for conflict in conflicts {
             tracing::warn!(shard = conflict.shard, kept = %conflict.kept, dropped = %conflict.dropped,
-                "a shard was hosted twice; keeping one home");
+                "a shard was hosted twice; the other copy is handed off");
+            conflicts_to_resolve.push((conflict.dropped, conflict.shard));
         }
         sync_members(&mut allocation, &view);
         tracing::info!(
@@ -337,8 +356,8 @@ impl CoordinatorState {
 }
 
 /// Makes the allocation's members the view's members: up members join, members no longer in the view (downed)
-/// lose their shards. Leaving members stay until drained.
-fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) {
+/// lose their shards. Leaving members stay until drained. Returns the members that joined.
+fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) -> Vec<NodeName> {
     let up: Vec<NodeName> = view
         .shard_hosts()
         .map(|member| NodeName::new(member.name.clone()))
@@ -352,10 +371,82 @@ fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) {
         let orphaned = allocation.remove_node(&member);
         tracing::warn!(member = %member, shards = orphaned.len(), "member gone; its shards will be reallocated");
     }
+    let mut joined = Vec::new();
     for member in up {
         allocation.undrain(&member);
-        allocation.add_node(member);
+        if allocation.add_node(member.clone()) {
+            joined.push(member);
+        }
     }
+    joined
+}
+
+/// A member's report of the shards it hosts, asked up to `REPORT_ATTEMPTS` times; `None` if it never
+/// answered (it is then treated as hosting nothing, and its own regions hand off whatever the new allocation
+/// homes elsewhere).
+async fn report_of(self_name: String, member: String) -> Option<HostedShardsReply> {
+    for attempt in 1..=REPORT_ATTEMPTS {
+        let group = endpoint_group(&member);
+        let cell = if member == self_name {
+            ractor::pg::get_members(&group).into_iter().next()
+        } else {
+            remote_member(&group)
+        };
+        if let Some(cell) = cell {
+            let endpoint: ActorRef<EndpointMessage> = cell.into();
+            let answer = endpoint
+                .call(
+                    |port| EndpointMessage::HostedShards(Wire(HostedShardsRequest {}), port),
+                    Some(REPORT_TIMEOUT),
+                )
+                .await;
+            if let Ok(ractor::rpc::CallResult::Success(Wire(report))) = answer {
+                return Some(report);
+            }
+        }
+        tracing::warn!(%member, attempt, "a member did not report its shards");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    None
+}
+
+/// Asks a member that joined what it already hosts (it may have run alone before joining).
+fn ask_for_report(coordinator: &ActorRef<CoordinatorMessage>, self_name: &str, member: NodeName) {
+    let coordinator = coordinator.clone();
+    let self_name = self_name.to_string();
+    tokio::spawn(async move {
+        let group = endpoint_group(member.as_str());
+        let cell = if member.as_str() == self_name {
+            ractor::pg::get_members(&group).into_iter().next()
+        } else {
+            remote_member(&group)
+        };
+        let Some(cell) = cell else {
+            return;
+        };
+        let endpoint: ActorRef<EndpointMessage> = cell.into();
+        let answer = endpoint
+            .call(
+                |port| EndpointMessage::HostedShards(Wire(HostedShardsRequest {}), port),
+                Some(REPORT_TIMEOUT),
+            )
+            .await;
+        if let Ok(ractor::rpc::CallResult::Success(report)) = answer {
+            let _ = coordinator.cast(CoordinatorMessage::Adopt(report));
+        }
+    });
+}
+
+/// Tells `node` to drop its copy of a shard homed elsewhere (fire and forget; the copy is stopped after its
+/// queued requests are answered).
+fn hand_off_copy(self_name: &str, node: &NodeName, shard: u32) {
+    let self_name = self_name.to_string();
+    let node = node.clone();
+    tokio::spawn(async move {
+        if !hand_off(&self_name, &node, shard).await {
+            tracing::warn!(shard, %node, "could not stop a duplicate copy of a shard");
+        }
+    });
 }
 
 /// Asks `from`'s region endpoint to stop hosting `shard`; true once it has.

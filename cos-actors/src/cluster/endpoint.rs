@@ -141,14 +141,16 @@ impl EndpointArguments {
         let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
         let node = self.self_name.clone();
         tokio::spawn(async move {
-            let mut shards = std::collections::BTreeSet::new();
-            for region in regions {
-                let local = region
+            let asks = regions.into_iter().map(|region| async move {
+                region
                     .call(
                         RegionMessage::LocalShards,
                         Some(std::time::Duration::from_secs(2)),
                     )
-                    .await;
+                    .await
+            });
+            let mut shards = std::collections::BTreeSet::new();
+            for local in futures::future::join_all(asks).await {
                 if let Ok(ractor::rpc::CallResult::Success(list)) = local {
                     shards.extend(list);
                 }

@@ -53,11 +53,10 @@ pub struct MembershipArguments {
     pub view: watch::Sender<ClusterView>,
     /// Set to true when the leader downed this node: it must stop serving.
     pub downed_self: watch::Sender<bool>,
-    /// Whether this node may start a new cluster on its own (it is the first seed). Other nodes become up
-    /// only after they have heard from an up member, or after `join_timeout`, so that nodes starting
-    /// together do not each form a cluster of their own.
-    pub may_form_cluster: bool,
-    pub join_timeout: Duration,
+    /// How long to wait for an up member before forming a cluster alone: zero for a first seed with no
+    /// other seed, a few seconds for a first seed with others, longer for every other node. Nodes starting
+    /// together must not each form a cluster of their own.
+    pub form_alone_after: Duration,
 }
 
 struct KnownMember {
@@ -100,6 +99,8 @@ impl Actor for MembershipActor {
         arguments: MembershipArguments,
     ) -> Result<MembershipState, ActorProcessingErr> {
         ractor::pg::join(MEMBERSHIP_GROUP.to_string(), vec![myself.get_cell()]);
+        // Dial the seeds at once rather than one interval later.
+        let _ = myself.cast(MembershipMessage::Tick(()));
         myself.send_interval(arguments.timing.heartbeat_interval, || {
             MembershipMessage::Tick(())
         });
@@ -260,9 +261,9 @@ impl MembershipState {
             .members
             .values()
             .any(|member| member.state == MemberState::Up);
-        let waited_too_long = self.started_at.elapsed() >= self.arguments.join_timeout;
-        if self.arguments.may_form_cluster || joined || waited_too_long {
-            if waited_too_long && !joined && !self.arguments.may_form_cluster {
+        let waited = self.started_at.elapsed() >= self.arguments.form_alone_after;
+        if joined || waited {
+            if !joined && !self.arguments.form_alone_after.is_zero() {
                 tracing::warn!("no up member answered; forming a cluster of this node alone");
             }
             self.ready = true;
@@ -298,10 +299,15 @@ impl MembershipState {
 
     /// Connects to seeds (while alone) and to members whose session is gone, with backoff per address.
     fn reconnect(&mut self) {
+        // A member whose heartbeats arrive has a session, whatever the session events said (ractor reports
+        // the loser of a duplicate-connection election as disconnected): dial only silent members.
+        let quiet_for = self.arguments.timing.heartbeat_interval * 2;
         let mut targets: Vec<String> = self
             .members
             .iter()
-            .filter(|(name, _)| !self.connected.contains(*name))
+            .filter(|(name, member)| {
+                !self.connected.contains(*name) && member.last_heard.elapsed() >= quiet_for
+            })
             .map(|(_, member)| member.cluster_address.clone())
             .collect();
         if self.connected.is_empty() {

@@ -384,6 +384,21 @@ impl ShardAllocation {
         moves
     }
 
+    /// Records that `node` already hosts `shard` (a member that was running before it joined, e.g. after a
+    /// partition healed): an unowned shard becomes its; returns the other owner when the shard has one, so
+    /// the caller can tell `node` to drop its copy.
+    pub fn adopt(&mut self, node: &NodeName, shard: u32) -> Option<NodeName> {
+        match self.owners.get(&shard) {
+            Some(owner) if owner == node => None,
+            Some(owner) => Some(owner.clone()),
+            None if self.hosted.contains_key(node) => {
+                self.assign(shard, node.clone());
+                None
+            }
+            None => None,
+        }
+    }
+
     /// A member that was leaving is up again (a restart under the same name): it may host shards again.
     pub fn undrain(&mut self, node: &NodeName) {
         self.draining.remove(node);
