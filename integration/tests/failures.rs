@@ -235,28 +235,7 @@ async fn shutdown_finishes_the_commands_in_flight() -> anyhow::Result<()> {
     Ok(())
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+cos_integration::on_both_stores!(
     a_failed_commit_is_reported_and_the_entity_rereads_the_store,
     answers_near_the_deadline_always_match_the_journal,
     requests_queued_behind_a_conflict_are_all_answered,

@@ -385,28 +385,7 @@ async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
     Ok(())
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+cos_integration::on_both_stores!(
     a_second_writer_for_a_revision_is_rejected,
     a_failed_batch_writes_nothing,
     isolated_appends_refuse_only_the_conflicting_request,

@@ -570,28 +570,7 @@ async fn a_handler_reply_without_state_fails_the_whole_command(
     Ok(())
 }
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+cos_integration::on_both_stores!(
     revisions_count_up_from_one_and_get_state_agrees,
     no_op_commands_change_nothing_on_new_and_existing_entities,
     multi_event_command_chains_states_and_revisions,

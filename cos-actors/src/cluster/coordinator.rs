@@ -18,7 +18,7 @@ use ractor_cluster::RactorClusterMessage;
 use tokio::sync::watch;
 
 use super::endpoint::EndpointMessage;
-use super::remote::{coordinator_group, endpoint_group, remote_member};
+use super::remote::{coordinator_group, endpoint_group, member_on};
 use super::view::{ClusterView, MemberState};
 use super::wire::Wire;
 
@@ -386,12 +386,7 @@ fn sync_members(allocation: &mut ShardAllocation, view: &ClusterView) -> Vec<Nod
 /// homes elsewhere).
 async fn report_of(self_name: String, member: String) -> Option<HostedShardsReply> {
     for attempt in 1..=REPORT_ATTEMPTS {
-        let group = endpoint_group(&member);
-        let cell = if member == self_name {
-            ractor::pg::get_members(&group).into_iter().next()
-        } else {
-            remote_member(&group)
-        };
+        let cell = member_on(&self_name, &member, &endpoint_group(&member));
         if let Some(cell) = cell {
             let endpoint: ActorRef<EndpointMessage> = cell.into();
             let answer = endpoint
@@ -415,24 +410,8 @@ fn ask_for_report(coordinator: &ActorRef<CoordinatorMessage>, self_name: &str, m
     let coordinator = coordinator.clone();
     let self_name = self_name.to_string();
     tokio::spawn(async move {
-        let group = endpoint_group(member.as_str());
-        let cell = if member.as_str() == self_name {
-            ractor::pg::get_members(&group).into_iter().next()
-        } else {
-            remote_member(&group)
-        };
-        let Some(cell) = cell else {
-            return;
-        };
-        let endpoint: ActorRef<EndpointMessage> = cell.into();
-        let answer = endpoint
-            .call(
-                |port| EndpointMessage::HostedShards(Wire(HostedShardsRequest {}), port),
-                Some(REPORT_TIMEOUT),
-            )
-            .await;
-        if let Ok(ractor::rpc::CallResult::Success(report)) = answer {
-            let _ = coordinator.cast(CoordinatorMessage::Adopt(report));
+        if let Some(report) = report_of(self_name, member.as_str().to_string()).await {
+            let _ = coordinator.cast(CoordinatorMessage::Adopt(Wire(report)));
         }
     });
 }
@@ -451,12 +430,7 @@ fn hand_off_copy(self_name: &str, node: &NodeName, shard: u32) {
 
 /// Asks `from`'s region endpoint to stop hosting `shard`; true once it has.
 async fn hand_off(self_name: &str, from: &NodeName, shard: u32) -> bool {
-    let group = endpoint_group(from.as_str());
-    let cell = if from.as_str() == self_name {
-        ractor::pg::get_members(&group).into_iter().next()
-    } else {
-        remote_member(&group)
-    };
+    let cell = member_on(self_name, from.as_str(), &endpoint_group(from.as_str()));
     let Some(cell) = cell else {
         return false;
     };

@@ -31,6 +31,17 @@ pub fn remote_member(group: &str) -> Option<ractor::ActorCell> {
         .find(|cell| !cell.get_id().is_local())
 }
 
+/// The actor a node registered in `group`: the local member when `node` is this node, else a remote one.
+pub fn member_on(self_name: &str, node: &str, group: &str) -> Option<ractor::ActorCell> {
+    if node == self_name {
+        ractor::pg::get_members(&group.to_string())
+            .into_iter()
+            .next()
+    } else {
+        remote_member(group)
+    }
+}
+
 /// The wire form of a request; the deadline travels as the time left, since clocks differ between nodes.
 pub fn to_wire(entity_type: &str, envelope: &EntityEnvelope) -> EntityRequest {
     let remaining = envelope.deadline.saturating_duration_since(Instant::now());

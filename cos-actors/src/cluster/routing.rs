@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::coordinator::CoordinatorMessage;
 use super::endpoint::EndpointMessage;
 use super::remote::{
-    coordinator_group, endpoint_group, remote_member, remote_wait, reply_from_wire, to_wire,
+    coordinator_group, endpoint_group, member_on, remote_member, remote_wait, reply_from_wire,
+    to_wire,
 };
 use super::view::ClusterView;
 use super::wire::Wire;
@@ -36,12 +37,11 @@ pub async fn resolve_home(cluster: &RegionCluster, shard: u32) -> Result<String,
         .map(str::to_string)
         .ok_or_else(|| "no coordinator: no member is up".to_string())?;
     for _attempt in 0..2 {
-        let group = coordinator_group(&coordinator_node);
-        let cell = if coordinator_node == cluster.self_name {
-            ractor::pg::get_members(&group).into_iter().next()
-        } else {
-            remote_member(&group)
-        };
+        let cell = member_on(
+            &cluster.self_name,
+            &coordinator_node,
+            &coordinator_group(&coordinator_node),
+        );
         let cell =
             cell.ok_or_else(|| format!("coordinator on {coordinator_node} is not reachable"))?;
         let coordinator: ActorRef<CoordinatorMessage> = cell.into();

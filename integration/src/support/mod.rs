@@ -19,3 +19,28 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
     condition()
 }
+
+/// Runs each named scenario (an `async fn(Backend) -> anyhow::Result<()>` in the calling test file) once on
+/// SQLite and once on PostgreSQL, as `sqlite::<name>` and `postgres::<name>`: the same behaviour suite for
+/// both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario($crate::support::node::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario($crate::support::node::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
