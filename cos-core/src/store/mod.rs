@@ -7,6 +7,7 @@
 
 pub mod postgres;
 pub mod snapshot_policy;
+mod sql_errors;
 pub mod sqlite;
 mod writer;
 

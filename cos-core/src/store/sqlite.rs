@@ -12,6 +12,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::domain::{EntityKey, Revision};
 use crate::settings::SqliteSettings;
+use crate::store::sql_errors::{WriteFailure, revision_from_row, store_error};
 use crate::store::{AppendRequest, Journal, StoreError, StoredRow, now_epoch_millis};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -54,59 +55,17 @@ impl SqliteJournal {
     }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|database_error| database_error.is_unique_violation())
-}
-
-fn store_error(error: sqlx::Error) -> StoreError {
-    if is_unique_violation(&error) {
-        StoreError::Conflict(error.to_string())
-    } else {
-        StoreError::Unavailable(error.to_string())
-    }
-}
-
 fn rows_to_stored(rows: Vec<SqliteRow>) -> Result<Vec<StoredRow>, StoreError> {
     let mut stored = Vec::with_capacity(rows.len());
     for row in rows {
         let revision: i64 = row.try_get(0).map_err(store_error)?;
         let payload: Vec<u8> = row.try_get(1).map_err(store_error)?;
-        let revision = Revision::try_from(revision)
-            .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))?;
-        stored.push(StoredRow { revision, payload });
+        stored.push(StoredRow {
+            revision: revision_from_row(revision)?,
+            payload,
+        });
     }
     Ok(stored)
-}
-
-/// Why writing one request failed.
-enum WriteFailure {
-    /// The entity's head was not at the expected revision.
-    Stale(String),
-    Database(sqlx::Error),
-}
-
-impl From<sqlx::Error> for WriteFailure {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
-    }
-}
-
-impl WriteFailure {
-    fn into_store_error(self) -> StoreError {
-        match self {
-            Self::Stale(reason) => StoreError::Conflict(reason),
-            Self::Database(error) => store_error(error),
-        }
-    }
-
-    fn is_request_specific(&self) -> bool {
-        match self {
-            Self::Stale(_) => true,
-            Self::Database(error) => error.as_database_error().is_some(),
-        }
-    }
 }
 
 /// Moves the entity's head from its expected revision to its new one (compare-and-set).

@@ -15,7 +15,9 @@ const STATEMENT_TIMEOUT: &str = "30s";
 
 mod write;
 
-use write::{WriteFailure, append_in_one_statement, write_batch};
+use write::{append_in_one_statement, write_batch};
+
+use crate::store::sql_errors::{WriteFailure, is_unique_violation, revision_from_row, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -76,25 +78,6 @@ async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
             "cannot create schema {schema}: {error}"
         ))),
     }
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|database_error| database_error.is_unique_violation())
-}
-
-fn store_error(error: sqlx::Error) -> StoreError {
-    if is_unique_violation(&error) {
-        StoreError::Conflict(error.to_string())
-    } else {
-        StoreError::Unavailable(error.to_string())
-    }
-}
-
-fn revision_from_row(value: i64) -> Result<Revision, StoreError> {
-    Revision::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("revision {value} out of range")))
 }
 
 fn rows_to_stored(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredRow>, StoreError> {

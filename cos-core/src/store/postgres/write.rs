@@ -3,38 +3,8 @@
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::store_error;
-use crate::store::{AppendRequest, StoreError, now_epoch_millis};
-
-/// Why writing one batch failed.
-pub(super) enum WriteFailure {
-    /// An entity's head was not at the expected revision.
-    Stale(String),
-    Database(sqlx::Error),
-}
-
-impl From<sqlx::Error> for WriteFailure {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
-    }
-}
-
-impl WriteFailure {
-    pub(super) fn into_store_error(self) -> StoreError {
-        match self {
-            Self::Stale(reason) => StoreError::Conflict(reason),
-            Self::Database(error) => store_error(error),
-        }
-    }
-
-    /// A failure caused by the request's own data (conflict, bad value), not by the database being down.
-    pub(super) fn is_request_specific(&self) -> bool {
-        match self {
-            Self::Stale(_) => true,
-            Self::Database(error) => error.as_database_error().is_some(),
-        }
-    }
-}
+use crate::store::sql_errors::WriteFailure;
+use crate::store::{AppendRequest, now_epoch_millis};
 
 /// Moves every entity's head from its expected revision to its new one: one INSERT for new entities (the key
 /// refuses a second creator) and one compare-and-set UPDATE for the others.
