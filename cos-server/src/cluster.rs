@@ -216,9 +216,21 @@ impl ClusterNode {
         let _ = endpoint.drain_and_wait(Some(Duration::from_secs(5))).await;
     }
 
-    /// Closes the node server (and with it every session to the peers).
-    pub fn stop(&self) {
-        self.membership.stop(Some("node stopping".to_string()));
+    /// Tells the other members this node is gone (after its shards were handed off), so they need not wait
+    /// to down it.
+    pub fn exit(&self) {
+        let _ = self.membership.cast(MembershipMessage::Exit(()));
+    }
+
+    /// Lets the membership actor send what it has queued (the farewell), then closes the node server (and
+    /// with it every session to the peers).
+    pub async fn stop(&self) {
+        let _ = self
+            .membership
+            .drain_and_wait(Some(Duration::from_secs(1)))
+            .await;
+        // The sessions write asynchronously: give the farewell a moment to leave.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         self.node_server.stop(Some("node stopping".to_string()));
     }
 }

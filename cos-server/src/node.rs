@@ -186,6 +186,9 @@ impl RunningNode {
                 cluster.stop_endpoint().await;
             }
             router.stop().await;
+            if let Some(cluster) = &cluster {
+                cluster.exit();
+            }
             drop(router);
             tracing::info!("shutdown: entities stopped; flushing the journal writer");
             if tokio::time::timeout(WRITER_FLUSH_TIMEOUT, writer_task)
@@ -196,7 +199,7 @@ impl RunningNode {
             }
             journal.close().await;
             if let Some(cluster) = &cluster {
-                cluster.stop();
+                cluster.stop().await;
             }
             tracing::info!("shutdown: store closed; node stopped");
             serving.map_err(NodeError::from)

@@ -639,3 +639,73 @@ async fn three_nodes_form_a_cluster_through_dns_discovery() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_gracefully_is_removed_without_waiting_to_be_downed() -> anyhow::Result<()>
+{
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let schema = unique_schema_name();
+    // A down-after of a minute: only the farewell can remove the stopped node within the wait below.
+    let slow_downing = |grpc_port: u16, cluster_port: u16, seeds: &str| {
+        let mut environment = node_environment(
+            &schema,
+            running.address,
+            grpc_port,
+            cluster_port,
+            seeds,
+            SECRET,
+        );
+        environment.retain(|(key, _)| key != "COS_CLUSTER_DOWN_AFTER");
+        environment.push(("COS_CLUSTER_DOWN_AFTER".to_string(), "60s".to_string()));
+        environment
+    };
+    let mut nodes = Vec::new();
+    let first_cluster_port = free_port()?;
+    let seed = format!("127.0.0.1:{first_cluster_port}");
+    for index in 0..2 {
+        let grpc_port = free_port()?;
+        let cluster_port = if index == 0 {
+            first_cluster_port
+        } else {
+            free_port()?
+        };
+        let grpc: SocketAddr = format!("127.0.0.1:{grpc_port}").parse()?;
+        let process = ChildProcess::start(
+            "cos",
+            sibling_binary("cos")?,
+            &[],
+            &slow_downing(grpc_port, cluster_port, &seed),
+            grpc,
+        )
+        .await?;
+        nodes.push(Node {
+            process,
+            grpc,
+            cluster_port,
+        });
+    }
+    wait_for_members(
+        &nodes.iter().collect::<Vec<_>>(),
+        2,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let leaving = nodes.pop().ok_or_else(|| anyhow::anyhow!("two nodes"))?;
+    leaving.process.stop().await?;
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if status(&nodes[0]).await?.members.len() == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < give_up,
+            "the stopped node is still a member"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}

@@ -40,6 +40,8 @@ pub enum MembershipMessage {
     Leave(()),
     /// This node's region endpoint runs: announce it as up (it may host shards from now on).
     Ready(()),
+    /// This node has handed everything off and stops now: tell the others to remove it at once.
+    Exit(()),
 }
 
 /// Arguments of the membership actor.
@@ -143,6 +145,11 @@ impl Actor for MembershipActor {
                 state.sharding_ready = true;
                 state.become_up_when_joined(&myself);
             }
+            MembershipMessage::Exit(()) => {
+                let mut farewell = state.announcement();
+                farewell.status = MemberStatus::Exiting as i32;
+                state.broadcast(&myself, &farewell);
+            }
         }
         state.publish();
         Ok(())
@@ -196,6 +203,12 @@ impl MembershipState {
         if is_downed {
             return;
         }
+        if announcement.status == MemberStatus::Exiting as i32 {
+            // Remembered like a downed incarnation, so a late heartbeat cannot bring it back.
+            tracing::info!(member = %announcement.name, "member exited");
+            self.record_down(&announcement.name, announcement.incarnation);
+            return;
+        }
         let state = if announcement.status == MemberStatus::Leaving as i32 {
             MemberState::Leaving
         } else if announcement.status == MemberStatus::Joining as i32 {
@@ -241,7 +254,10 @@ impl MembershipState {
     }
 
     fn announce(&self, myself: &ActorRef<MembershipMessage>) {
-        let announcement = self.announcement();
+        self.broadcast(myself, &self.announcement());
+    }
+
+    fn broadcast(&self, myself: &ActorRef<MembershipMessage>, announcement: &MemberAnnouncement) {
         for cell in ractor::pg::get_members(&MEMBERSHIP_GROUP.to_string()) {
             if cell.get_id() == myself.get_id() || cell.get_id().is_local() {
                 continue;
