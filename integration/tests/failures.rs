@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
-use cos_core::store::{AppendRequest, EncodedEvent, Journal, decode_event};
+use cos_core::store::Journal;
 use cos_integration::support::faulty_journal::FaultyJournal;
-use cos_integration::support::node::{Backend, TestNode, TestStore, default_key, test_settings};
+use cos_integration::support::node::{
+    Backend, TestNode, TestStore, default_key, test_settings, write_behind_its_back,
+};
 use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
 use cos_integration::support::wait_until;
-use prost::Message;
 use tonic::Code;
 
 fn command(entity_id: &str, script: &str) -> ProcessCommandRequest {
@@ -165,24 +166,8 @@ async fn requests_queued_behind_a_conflict_are_all_answered(
     node.client
         .process_command(command("busy", "emit:a"))
         .await?;
+    assert_eq!(write_behind_its_back(&store, "busy").await?, 2);
     let journal = store.open_journal().await?;
-    let key = default_key("busy")?;
-    let mut foreign = decode_event(&journal.events_after(&key, 0).await?[0])?;
-    if let Some(meta) = foreign.meta.as_mut() {
-        meta.revision_number = 2;
-    }
-    journal
-        .append_atomically(&[AppendRequest {
-            key: key.clone(),
-            expected_revision: 1,
-            shard: 0,
-            events: vec![EncodedEvent {
-                revision: 2,
-                payload: foreign.encode_to_vec(),
-            }],
-            snapshot: None,
-        }])
-        .await?;
     let mut tasks = Vec::new();
     for index in 0..8 {
         let mut client = node.client.clone();

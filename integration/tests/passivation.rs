@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::sharding::shard_of;
-use cos_core::store::{AppendRequest, EncodedEvent, decode_event};
-use cos_integration::support::node::{Backend, TestNode, TestStore, default_key};
-use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
-use prost::Message;
+use cos_integration::support::node::{Backend, TestNode, TestStore, write_behind_its_back};
+use cos_integration::support::script_handler::{ScriptHandler, text_any};
 
 async fn emit(node: &mut TestNode, entity_id: &str, event: &str) -> Result<u32, tonic::Status> {
     let request = ProcessCommandRequest {
@@ -18,37 +16,6 @@ async fn emit(node: &mut TestNode, entity_id: &str, event: &str) -> Result<u32, 
     };
     let response = node.client.process_command(request).await?.into_inner();
     Ok(response.meta.map_or(0, |meta| meta.revision_number))
-}
-
-/// Writes the entity's next revision directly, as another writer would.
-async fn write_behind_its_back(store: &TestStore, entity_id: &str) -> anyhow::Result<()> {
-    let journal = store.open_journal().await?;
-    let key = default_key(entity_id)?;
-    let rows = journal.events_after(&key, 0).await?;
-    let last = rows.last().ok_or_else(|| anyhow::anyhow!("no events"))?;
-    let mut wrapper = decode_event(last)?;
-    let next = last.revision + 1;
-    if let Some(meta) = wrapper.meta.as_mut() {
-        meta.revision_number = next;
-    }
-    wrapper.resulting_state = Some(text_any(&format!(
-        "{}|foreign",
-        any_text(wrapper.resulting_state.as_ref())
-    )));
-    journal
-        .append_atomically(&[AppendRequest {
-            key,
-            expected_revision: last.revision,
-            shard: 0,
-            events: vec![EncodedEvent {
-                revision: next,
-                payload: wrapper.encode_to_vec(),
-            }],
-            snapshot: None,
-        }])
-        .await?;
-    journal.close().await;
-    Ok(())
 }
 
 /// Two ids that land in the same shard with the default 16 shards.

@@ -8,11 +8,12 @@ use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfS
 use cos_core::proto::chief_of_state::v1::{
     GetStateRequest, GetStateResponse, ProcessCommandRequest, ProcessCommandResponse, header,
 };
-use cos_core::store::{AppendRequest, EncodedEvent, decode_event};
-use cos_integration::support::node::{Backend, TestNode, TestStore, default_key};
+use cos_core::store::decode_event;
+use cos_integration::support::node::{
+    Backend, TestNode, TestStore, default_key, write_behind_its_back,
+};
 use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
 use cos_integration::support::wait_until;
-use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -396,25 +397,7 @@ async fn a_second_writer_is_rejected_and_the_stale_entity_steps_aside(
     let (store, handler, _running, mut node) = setup(backend, &[]).await?;
     send(&mut node.client, "acct-11", "emit:a").await?;
     // Another writer (say, a node on the wrong side of a partition) stores revision 2 behind our back.
-    let journal = store.open_journal().await?;
-    let key = default_key("acct-11")?;
-    let mut foreign = decode_event(&journal.events_after(&key, 0).await?[0])?;
-    if let Some(meta) = foreign.meta.as_mut() {
-        meta.revision_number = 2;
-    }
-    foreign.resulting_state = Some(text_any("a|foreign"));
-    journal
-        .append_atomically(&[AppendRequest {
-            key: key.clone(),
-            expected_revision: 1,
-            shard: 0,
-            events: vec![EncodedEvent {
-                revision: 2,
-                payload: foreign.encode_to_vec(),
-            }],
-            snapshot: None,
-        }])
-        .await?;
+    assert_eq!(write_behind_its_back(&store, "acct-11").await?, 2);
 
     let error = send(&mut node.client, "acct-11", "emit:b")
         .await
@@ -424,7 +407,6 @@ async fn a_second_writer_is_rejected_and_the_stale_entity_steps_aside(
     assert_eq!(revision(&retried), 3);
     assert_eq!(any_text(retried.state.as_ref()), "a|foreign|c");
     assert_eq!(handler.commands().last().map(|c| c.prior_revision), Some(2));
-    journal.close().await;
     node.stop().await?;
     let contents = journal_contents(&store, "acct-11").await?;
     assert_eq!(

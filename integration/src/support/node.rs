@@ -87,6 +87,44 @@ impl TestStore {
     }
 }
 
+/// Writes an entity's next revision straight into the store, as another writer (a node on the wrong side of
+/// a partition, say) would: its resulting state is the previous one with `|foreign` appended. Returns the
+/// revision written.
+pub async fn write_behind_its_back(store: &TestStore, entity_id: &str) -> anyhow::Result<u32> {
+    use cos_core::store::{AppendRequest, EncodedEvent, decode_event};
+    use prost::Message;
+
+    use super::script_handler::{any_text, text_any};
+
+    let journal = store.open_journal().await?;
+    let key = default_key(entity_id)?;
+    let rows = journal.events_after(&key, 0).await?;
+    let last = rows
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("{entity_id} has no events"))?;
+    let mut wrapper = decode_event(last)?;
+    let next = last.revision + 1;
+    if let Some(meta) = wrapper.meta.as_mut() {
+        meta.revision_number = next;
+    }
+    let foreign_state = format!("{}|foreign", any_text(wrapper.resulting_state.as_ref()));
+    wrapper.resulting_state = Some(text_any(&foreign_state));
+    journal
+        .append_atomically(&[AppendRequest {
+            key,
+            expected_revision: last.revision,
+            shard: 0,
+            events: vec![EncodedEvent {
+                revision: next,
+                payload: wrapper.encode_to_vec(),
+            }],
+            snapshot: None,
+        }])
+        .await?;
+    journal.close().await;
+    Ok(next)
+}
+
 /// The storage key of an entity of the default type.
 pub fn default_key(entity_id: &str) -> anyhow::Result<EntityKey> {
     typed_key(EntityType::DEFAULT_NAME, entity_id)
