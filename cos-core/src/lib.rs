@@ -6,6 +6,7 @@ pub mod error;
 pub mod handler;
 pub mod headers;
 pub mod proto;
+pub mod readside;
 pub mod settings;
 pub mod sharding;
 pub mod store;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use self::parse::RawValue;
+pub(crate) use self::parse::{parse_boolean, parse_duration};
 use self::sources::Sources;
 use super::{
     BreakerSettings, DeploymentMode, GrpcClientSettings, KeepaliveSettings, LogStyle,

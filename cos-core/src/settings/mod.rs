@@ -12,6 +12,7 @@ use crate::domain::EntityType;
 use crate::validation::ProtoValidation;
 
 pub use load::{LoadOptions, SettingsError};
+pub(crate) use load::{parse_boolean, parse_duration};
 
 /// Everything a node needs to run; nothing else reads the environment.
 #[derive(Debug, Clone)]

@@ -69,7 +69,7 @@ pub(super) fn parse_integer(text: &str) -> Option<i64> {
 }
 
 /// `true/false/yes/no/on/off`, case-insensitive. The original silently read anything else as false; we refuse.
-pub(super) fn parse_boolean(text: &str) -> Option<bool> {
+pub(crate) fn parse_boolean(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" => Some(true),
         "false" | "no" | "off" => Some(false),
@@ -80,7 +80,7 @@ pub(super) fn parse_boolean(text: &str) -> Option<bool> {
 /// A non-negative whole number followed by an optional unit (whitespace between them allowed). Units:
 /// `ms`/`millis`/`milliseconds`, `s`/`seconds`, `m`/`minutes`, `h`/`hours` (singular forms too); no unit
 /// means milliseconds, as in HOCON.
-pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let digits_end = text
         .find(|character: char| !character.is_ascii_digit())
         .unwrap_or(text.len());
