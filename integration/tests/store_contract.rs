@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use cos_core::domain::{EntityKey, Revision};
 use cos_core::proto::chief_of_state::v1::{EventWrapper, MetaData, StateWrapper};
 use cos_core::store::{
-    AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, SnapshotWrite, StoreError,
-    StoredRow, WriterOptions,
+    AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, ShardEvent, SnapshotWrite,
+    StoreError, StoredRow, WriterOptions,
 };
 use cos_integration::support::node::{Backend, TestStore, default_key, typed_key};
 use cos_integration::support::script_handler::{any_text, text_any};
@@ -248,6 +248,136 @@ async fn a_stale_writer_is_refused_even_after_compaction(backend: Backend) -> an
     Ok(())
 }
 
+fn append_in_shard(key: &EntityKey, shard: u32, events: Vec<EncodedEvent>) -> AppendRequest {
+    AppendRequest {
+        shard,
+        ..append(key, events)
+    }
+}
+
+async fn shard_events(journal: &dyn Journal, shard: u32) -> anyhow::Result<Vec<ShardEvent>> {
+    Ok(journal.shard_events_after(shard, 0, 10_000).await?)
+}
+
+async fn each_shard_numbers_its_events_without_gaps_in_commit_order(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, journal) = open(backend).await?;
+    let (writer, task) = JournalWriter::spawn(
+        journal.clone(),
+        WriterOptions {
+            max_concurrent_batches: 2,
+            ..WriterOptions::default()
+        },
+    );
+    let mut appends = Vec::new();
+    for index in 0..60_u32 {
+        let writer = writer.clone();
+        let key = default_key(&format!("numbered-{index}"))?;
+        let shard = index % 3;
+        appends.push(tokio::spawn(async move {
+            writer
+                .append(
+                    append_in_shard(&key, shard, vec![event(1, "a"), event(2, "a|b")]),
+                    None,
+                )
+                .await
+        }));
+    }
+    for handle in appends {
+        handle.await??;
+    }
+    drop(writer);
+    task.await?;
+    for shard in 0..3 {
+        let events = shard_events(journal.as_ref(), shard).await?;
+        let offsets: Vec<u64> = events.iter().map(|event| event.offset).collect();
+        assert_eq!(
+            offsets,
+            (1..=40).collect::<Vec<u64>>(),
+            "shard {shard}: gap-free from 1"
+        );
+        for pair in events.windows(2) {
+            if pair[0].key == pair[1].key {
+                assert!(pair[0].revision < pair[1].revision, "per-entity order kept");
+            }
+        }
+        let rest = journal.shard_events_after(shard, 30, 100).await?;
+        assert_eq!(
+            rest.first().map(|event| event.offset),
+            Some(31),
+            "reading resumes after an offset"
+        );
+    }
+    journal.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_late_commit_is_numbered_before_anything_that_commits_after_it()
+-> anyhow::Result<()> {
+    // A writer that took offset 2 of shard 5 but has not committed yet holds the shard's counter: a later
+    // append to the shard waits for it, so no reader can see offset 3 while offset 2 is still invisible.
+    let (store, journal) = open(Backend::Postgres).await?;
+    journal
+        .append_atomically(&[append_in_shard(
+            &default_key("late-first")?,
+            5,
+            vec![event(1, "x")],
+        )])
+        .await?;
+    let pool = store.postgres_pool().await?;
+    let mut slow_writer = pool.begin().await?;
+    sqlx::query("UPDATE cos_shard_offsets SET last_offset = last_offset + 1 WHERE shard = 5")
+        .execute(&mut *slow_writer)
+        .await?;
+    let blocked_journal = journal.clone();
+    let blocked = tokio::spawn(async move {
+        let key = default_key("late-second")?;
+        blocked_journal
+            .append_atomically(&[append_in_shard(&key, 5, vec![event(1, "y")])])
+            .await?;
+        anyhow::Ok(())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !blocked.is_finished(),
+        "the later append waits for the earlier numbering to commit"
+    );
+    assert_eq!(
+        journal.shard_events_after(5, 1, 10).await?,
+        Vec::new(),
+        "nothing beyond offset 1 is visible"
+    );
+    let late_payload = cos_core::proto::chief_of_state::v1::EventWrapper {
+        event: Some(text_any("late")),
+        resulting_state: Some(text_any("late")),
+        meta: Some(MetaData {
+            revision_number: 1,
+            ..MetaData::default()
+        }),
+    }
+    .encode_to_vec();
+    sqlx::query(
+        "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at, shard_offset) \
+         VALUES ('default', 'late-slow', 1, 5, $1, 0, 2)",
+    )
+    .bind(late_payload)
+    .execute(&mut *slow_writer)
+    .await?;
+    slow_writer.commit().await?;
+    blocked.await??;
+    let events = journal.shard_events_after(5, 1, 10).await?;
+    let seen: Vec<(u64, &str)> = events
+        .iter()
+        .map(|event| (event.offset, event.key.entity_id.as_str()))
+        .collect();
+    assert_eq!(seen, vec![(2, "late-slow"), (3, "late-second")]);
+    pool.close().await;
+    journal.close().await;
+    Ok(())
+}
+
 async fn entity_types_are_part_of_the_key(backend: Backend) -> anyhow::Result<()> {
     let (_store, journal) = open(backend).await?;
     let first = typed_key("alpha", "same")?;
@@ -322,6 +452,17 @@ impl Journal for CountingJournal {
     async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
         self.inner.head_revision(key).await
     }
+
+    async fn shard_events_after(
+        &self,
+        shard: u32,
+        after_offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ShardEvent>, StoreError> {
+        self.inner
+            .shard_events_after(shard, after_offset, limit)
+            .await
+    }
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -391,6 +532,7 @@ cos_integration::on_both_stores!(
     isolated_appends_refuse_only_the_conflicting_request,
     a_stale_writer_is_refused_even_after_compaction,
     a_batch_mixing_snapshots_and_plain_appends_is_written_per_request,
+    each_shard_numbers_its_events_without_gaps_in_commit_order,
     latest_state_prefers_the_newest_of_snapshot_and_event,
     entity_types_are_part_of_the_key,
     corrupt_payloads_are_reported_not_trusted,

@@ -96,6 +96,16 @@ pub struct StoredRow {
     pub payload: Vec<u8>,
 }
 
+/// One event as a read side consumes it: its position in its shard (gap-free, in commit order), whose event
+/// it is, and its `EventWrapper` bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardEvent {
+    pub offset: u64,
+    pub key: EntityKey,
+    pub revision: Revision,
+    pub payload: Vec<u8>,
+}
+
 /// Where a recovered state came from (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoverySource {
@@ -140,6 +150,16 @@ pub trait Journal: Send + Sync + 'static {
         key: &EntityKey,
         after: Revision,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// Up to `limit` events of a shard with an offset above `after_offset`, in offset order. Offsets are
+    /// numbered per shard in commit order without gaps, so reading from the last offset seen never skips an
+    /// event that committed late.
+    async fn shard_events_after(
+        &self,
+        shard: u32,
+        after_offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ShardEvent>, StoreError>;
 
     /// The revision of an entity's newest write (its head), 0 if none.
     async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError>;
@@ -209,6 +229,29 @@ pub fn decode_state(row: &StoredRow) -> Result<StateWrapper, StoreError> {
         )));
     }
     Ok(state)
+}
+
+/// Builds a [`ShardEvent`] from a row's columns, refusing values that cannot be right.
+pub(crate) fn shard_event_from_row(
+    offset: i64,
+    entity_type: String,
+    entity_id: String,
+    revision: i64,
+    payload: Vec<u8>,
+) -> Result<ShardEvent, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    Ok(ShardEvent {
+        offset: u64::try_from(offset).map_err(|_| corrupt(format!("shard offset {offset}")))?,
+        key: EntityKey {
+            entity_type: crate::domain::EntityType::parse(entity_type)
+                .map_err(|error| corrupt(error.to_string()))?,
+            entity_id: crate::domain::EntityId::parse(entity_id)
+                .map_err(|error| corrupt(error.to_string()))?,
+        },
+        revision: Revision::try_from(revision)
+            .map_err(|_| corrupt(format!("revision {revision} out of range")))?,
+        payload,
+    })
 }
 
 /// Milliseconds since the Unix epoch, for `written_at` columns.

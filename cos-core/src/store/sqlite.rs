@@ -13,7 +13,10 @@ use sqlx::{Row, Sqlite, Transaction};
 use crate::domain::{EntityKey, Revision};
 use crate::settings::SqliteSettings;
 use crate::store::sql_errors::{WriteFailure, revision_from_row, store_error};
-use crate::store::{AppendRequest, Journal, StoreError, StoredRow, now_epoch_millis};
+use crate::store::{
+    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, now_epoch_millis,
+    shard_event_from_row,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -113,10 +116,23 @@ async fn write_request(
     advance_head(transaction, request).await?;
     let entity_type = request.key.entity_type.as_str();
     let entity_id = request.key.entity_id.as_str();
+    let count = i64::try_from(request.events.len()).unwrap_or(i64::MAX);
+    let last_offset: i64 = sqlx::query(
+        "INSERT INTO cos_shard_offsets (shard, last_offset) VALUES (?, ?) \
+         ON CONFLICT (shard) DO UPDATE SET last_offset = last_offset + excluded.last_offset \
+         RETURNING last_offset",
+    )
+    .bind(i64::from(request.shard))
+    .bind(count)
+    .fetch_one(&mut **transaction)
+    .await?
+    .try_get(0)?;
+    let mut shard_offset = last_offset - count;
     for event in &request.events {
+        shard_offset += 1;
         sqlx::query(
-            "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at, \
+             shard_offset) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(entity_type)
         .bind(entity_id)
@@ -124,6 +140,7 @@ async fn write_request(
         .bind(i64::from(request.shard))
         .bind(event.payload.as_slice())
         .bind(written_at)
+        .bind(shard_offset)
         .execute(&mut **transaction)
         .await?;
     }
@@ -247,6 +264,35 @@ impl Journal for SqliteJournal {
         .await
         .map_err(store_error)?;
         rows_to_stored(rows)
+    }
+
+    async fn shard_events_after(
+        &self,
+        shard: u32,
+        after_offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ShardEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT shard_offset, entity_type, entity_id, revision, event_payload FROM cos_journal \
+             WHERE shard = ? AND shard_offset > ? ORDER BY shard_offset LIMIT ?",
+        )
+        .bind(i64::from(shard))
+        .bind(i64::try_from(after_offset).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            events.push(shard_event_from_row(
+                row.try_get(0).map_err(store_error)?,
+                row.try_get(1).map_err(store_error)?,
+                row.try_get(2).map_err(store_error)?,
+                row.try_get(3).map_err(store_error)?,
+                row.try_get(4).map_err(store_error)?,
+            )?);
+        }
+        Ok(events)
     }
 
     async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cos_core::domain::{EntityKey, Revision};
-use cos_core::store::{AppendRequest, Journal, StoreError, StoredRow};
+use cos_core::store::{AppendRequest, Journal, ShardEvent, StoreError, StoredRow};
 
 /// A real journal with switchable faults on the write path.
 pub struct FaultyJournal {
@@ -88,6 +88,17 @@ impl Journal for FaultyJournal {
 
     async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
         self.inner.head_revision(key).await
+    }
+
+    async fn shard_events_after(
+        &self,
+        shard: u32,
+        after_offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ShardEvent>, StoreError> {
+        self.inner
+            .shard_events_after(shard, after_offset, limit)
+            .await
     }
 
     async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {

@@ -70,6 +70,23 @@ impl TestStore {
         &self.environment
     }
 
+    /// A plain connection pool to this test's PostgreSQL schema, for tests that drive transactions by hand.
+    pub async fn postgres_pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        let Some((server, schema)) = &self.postgres else {
+            anyhow::bail!("not a PostgreSQL store");
+        };
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host(&server.host)
+            .port(server.port)
+            .username(&server.user)
+            .database(&server.database)
+            .options([("search_path", format!("\"{schema}\""))]);
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?)
+    }
+
     /// Opens the store directly, to inspect what a node wrote.
     pub async fn open_journal(&self) -> anyhow::Result<Arc<dyn Journal>> {
         if let Some(directory) = &self.sqlite_dir {

@@ -7,7 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::domain::{EntityKey, Revision};
 use crate::settings::PostgresSettings;
-use crate::store::{AppendRequest, Journal, StoreError, StoredRow};
+use crate::store::{
+    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, shard_event_from_row,
+};
 
 /// Longest a single statement may run (PostgreSQL `statement_timeout`): a stalled database fails writes
 /// instead of holding entities forever.
@@ -227,6 +229,35 @@ impl Journal for PostgresJournal {
         .await
         .map_err(store_error)?;
         rows_to_stored(rows)
+    }
+
+    async fn shard_events_after(
+        &self,
+        shard: u32,
+        after_offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ShardEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT shard_offset, entity_type, entity_id, revision, event_payload FROM cos_journal \
+             WHERE shard = $1 AND shard_offset > $2 ORDER BY shard_offset LIMIT $3",
+        )
+        .bind(i64::from(shard))
+        .bind(i64::try_from(after_offset).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            events.push(shard_event_from_row(
+                row.try_get(0).map_err(store_error)?,
+                row.try_get(1).map_err(store_error)?,
+                row.try_get(2).map_err(store_error)?,
+                row.try_get(3).map_err(store_error)?,
+                row.try_get(4).map_err(store_error)?,
+            )?);
+        }
+        Ok(events)
     }
 
     async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {

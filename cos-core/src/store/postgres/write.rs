@@ -106,9 +106,20 @@ async fn insert_events(
         }
     }
     sqlx::query(
-        "INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at) \
-         SELECT t, i, r, s, p, $6 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::bytea[]) \
-         AS rows(t, i, r, s, p)",
+        "WITH events AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int4[], $5::bytea[]) \
+             WITH ORDINALITY AS e(t, i, r, s, p, o) \
+         ), counts AS ( \
+             SELECT s, COUNT(*) AS n FROM events GROUP BY s \
+         ), counters AS ( \
+             INSERT INTO cos_shard_offsets (shard, last_offset) SELECT s, n FROM counts ORDER BY s \
+             ON CONFLICT (shard) DO UPDATE SET last_offset = cos_shard_offsets.last_offset + EXCLUDED.last_offset \
+             RETURNING shard, last_offset \
+         ) \
+         INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at, shard_offset) \
+         SELECT e.t, e.i, e.r, e.s, e.p, $6, \
+                counters.last_offset - counts.n + ROW_NUMBER() OVER (PARTITION BY e.s ORDER BY e.o) \
+         FROM events AS e JOIN counts ON counts.s = e.s JOIN counters ON counters.shard = e.s",
     )
     .bind(entity_types)
     .bind(entity_ids)
@@ -213,11 +224,21 @@ pub(super) async fn append_in_one_statement(
              RETURNING head.entity_type, head.entity_id \
          ), written AS ( \
              SELECT entity_type, entity_id FROM created UNION ALL SELECT entity_type, entity_id FROM advanced \
-         ), inserted AS ( \
-             INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at) \
-             SELECT e.t, e.i, e.r, e.s, e.p, $10 \
-             FROM UNNEST($5::text[], $6::text[], $7::int8[], $8::int4[], $9::bytea[]) AS e(t, i, r, s, p) \
+         ), events AS ( \
+             SELECT e.* FROM UNNEST($5::text[], $6::text[], $7::int8[], $8::int4[], $9::bytea[]) \
+             WITH ORDINALITY AS e(t, i, r, s, p, o) \
              JOIN written ON written.entity_type = e.t AND written.entity_id = e.i \
+         ), counts AS ( \
+             SELECT s, COUNT(*) AS n FROM events GROUP BY s \
+         ), counters AS ( \
+             INSERT INTO cos_shard_offsets (shard, last_offset) SELECT s, n FROM counts ORDER BY s \
+             ON CONFLICT (shard) DO UPDATE SET last_offset = cos_shard_offsets.last_offset + EXCLUDED.last_offset \
+             RETURNING shard, last_offset \
+         ), inserted AS ( \
+             INSERT INTO cos_journal (entity_type, entity_id, revision, shard, event_payload, written_at, shard_offset) \
+             SELECT e.t, e.i, e.r, e.s, e.p, $10, \
+                    counters.last_offset - counts.n + ROW_NUMBER() OVER (PARTITION BY e.s ORDER BY e.o) \
+             FROM events AS e JOIN counts ON counts.s = e.s JOIN counters ON counters.shard = e.s \
              RETURNING 1 \
          ) \
          SELECT entity_type, entity_id FROM written",
