@@ -6,6 +6,7 @@
 //! rejected with [`StoreError::Conflict`], never overwritten.
 
 pub mod postgres;
+pub mod read_sides;
 pub mod snapshot_policy;
 mod sql_errors;
 pub mod sqlite;

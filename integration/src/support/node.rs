@@ -87,6 +87,24 @@ impl TestStore {
             .await?)
     }
 
+    /// Opens the read-side positions of this store.
+    pub async fn open_read_side_store(
+        &self,
+    ) -> anyhow::Result<Arc<dyn cos_core::store::read_sides::ReadSideStore>> {
+        if let Some(directory) = &self.sqlite_dir {
+            let settings = SqliteSettings {
+                data_dir: directory.path().to_path_buf(),
+            };
+            return Ok(Arc::new(SqliteJournal::open(&settings).await?));
+        }
+        let Some((server, schema)) = &self.postgres else {
+            anyhow::bail!("store has neither a directory nor a schema");
+        };
+        let mut settings = server.settings_for_new_schema();
+        settings.schema = schema.clone();
+        Ok(Arc::new(PostgresJournal::connect(&settings).await?))
+    }
+
     /// Opens the store directly, to inspect what a node wrote.
     pub async fn open_journal(&self) -> anyhow::Result<Arc<dyn Journal>> {
         if let Some(directory) = &self.sqlite_dir {
