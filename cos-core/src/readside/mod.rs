@@ -9,6 +9,7 @@
 mod breaker;
 mod config;
 mod env;
+pub mod handler;
 mod policy;
 mod values;
 mod yaml;
