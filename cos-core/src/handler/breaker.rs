@@ -114,6 +114,21 @@ impl<H: WriteHandler> BreakerWriteHandler<H> {
     }
 }
 
+/// Counts a call that never finished (its future was dropped, e.g. at the command's deadline) as a failure,
+/// so a cancelled trial call cannot leave the breaker half-open for ever.
+struct PendingCall<'a, H: WriteHandler> {
+    breaker: &'a BreakerWriteHandler<H>,
+    finished: bool,
+}
+
+impl<H: WriteHandler> Drop for PendingCall<'_, H> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.breaker.record(true);
+        }
+    }
+}
+
 #[async_trait]
 impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
     async fn handle_command(
@@ -123,11 +138,16 @@ impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
         timeout: Duration,
     ) -> Result<HandleCommandResponse, CommandError> {
         self.admit()?;
+        let mut pending = PendingCall {
+            breaker: self,
+            finished: false,
+        };
         let started = Instant::now();
         let result = self
             .inner
             .handle_command(request, propagated_headers, timeout)
             .await;
+        pending.finished = true;
         self.record(self.counts_as_failure(&result, started.elapsed()));
         result
     }
@@ -138,9 +158,80 @@ impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
         timeout: Duration,
     ) -> Result<HandleEventResponse, CommandError> {
         self.admit()?;
+        let mut pending = PendingCall {
+            breaker: self,
+            finished: false,
+        };
         let started = Instant::now();
         let result = self.inner.handle_event(request, timeout).await;
+        pending.finished = true;
         self.record(self.counts_as_failure(&result, started.elapsed()));
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler whose calls take as long as asked, to cancel them mid-flight.
+    struct SlowHandler {
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl WriteHandler for SlowHandler {
+        async fn handle_command(
+            &self,
+            _request: HandleCommandRequest,
+            _propagated_headers: &[Header],
+            _timeout: Duration,
+        ) -> Result<HandleCommandResponse, CommandError> {
+            tokio::time::sleep(self.delay).await;
+            Err(CommandError::HandlerUnavailable("down".to_string()))
+        }
+
+        async fn handle_event(
+            &self,
+            _request: HandleEventRequest,
+            _timeout: Duration,
+        ) -> Result<HandleEventResponse, CommandError> {
+            Ok(HandleEventResponse::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_trial_call_reopens_the_breaker_instead_of_blocking_it_for_ever() {
+        let settings = BreakerSettings {
+            max_failures: 1,
+            call_timeout: Duration::from_secs(60),
+            reset_timeout: Duration::from_millis(50),
+        };
+        let breaker = BreakerWriteHandler::new(
+            SlowHandler {
+                delay: Duration::from_millis(10),
+            },
+            settings,
+        );
+        let call =
+            || breaker.handle_command(HandleCommandRequest::default(), &[], Duration::from_secs(1));
+        assert!(call().await.is_err(), "first failure opens it");
+        assert!(
+            matches!(call().await, Err(CommandError::HandlerUnavailable(message)) if message.contains("open"))
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The trial call is dropped before it finishes (as a command deadline would drop it).
+        let cancelled = tokio::time::timeout(Duration::from_millis(1), call()).await;
+        assert!(cancelled.is_err(), "the trial call was cancelled");
+        assert!(
+            matches!(*breaker.lock(), BreakerState::Open { .. }),
+            "a cancelled trial reopens the breaker"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let next_trial = call().await;
+        assert!(
+            matches!(next_trial, Err(CommandError::HandlerUnavailable(message)) if message == "down"),
+            "after the reset timeout another trial reaches the handler"
+        );
     }
 }
