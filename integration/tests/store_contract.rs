@@ -2,15 +2,14 @@
 //! the abstraction), plus group commit through the journal writer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use cos_core::domain::{EntityKey, Revision};
 use cos_core::proto::chief_of_state::v1::{EventWrapper, MetaData, StateWrapper};
 use cos_core::store::{
     AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, ShardEvent, SnapshotWrite,
-    StoreError, StoredRow, WriterOptions,
+    StoreError, WriterOptions,
 };
+use cos_integration::support::faulty_journal::FaultyJournal;
 use cos_integration::support::node::{Backend, TestStore, default_key, typed_key};
 use cos_integration::support::script_handler::{any_text, text_any};
 use prost::Message;
@@ -479,68 +478,11 @@ async fn corrupt_payloads_are_reported_not_trusted(backend: Backend) -> anyhow::
     Ok(())
 }
 
-/// Counts transactions while delegating to a real store.
-struct CountingJournal {
-    inner: Arc<dyn Journal>,
-    transactions: AtomicUsize,
-}
-
-#[async_trait]
-impl Journal for CountingJournal {
-    async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
-        self.transactions.fetch_add(1, Ordering::SeqCst);
-        self.inner.append_atomically(requests).await
-    }
-    async fn append_batch(
-        &self,
-        requests: &[AppendRequest],
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.transactions.fetch_add(1, Ordering::SeqCst);
-        self.inner.append_batch(requests).await
-    }
-    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        self.inner.newest_event(key).await
-    }
-    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        self.inner.newest_snapshot(key).await
-    }
-    async fn events_after(
-        &self,
-        key: &EntityKey,
-        after: Revision,
-    ) -> Result<Vec<StoredRow>, StoreError> {
-        self.inner.events_after(key, after).await
-    }
-    async fn snapshot_revisions(&self, key: &EntityKey) -> Result<Vec<Revision>, StoreError> {
-        self.inner.snapshot_revisions(key).await
-    }
-    async fn head_revision(&self, key: &EntityKey) -> Result<Revision, StoreError> {
-        self.inner.head_revision(key).await
-    }
-
-    async fn shard_events_after(
-        &self,
-        shard: u32,
-        after_offset: u64,
-        limit: u32,
-    ) -> Result<Vec<ShardEvent>, StoreError> {
-        self.inner
-            .shard_events_after(shard, after_offset, limit)
-            .await
-    }
-    async fn close(&self) {
-        self.inner.close().await;
-    }
-}
-
 async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let (_store, journal) = open(backend).await?;
-    let counting = Arc::new(CountingJournal {
-        inner: journal.clone(),
-        transactions: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(FaultyJournal::new(journal.clone()));
     let taken = default_key("group-taken")?;
     journal
         .append_atomically(&[append(&taken, vec![event(1, "a")])])
@@ -573,7 +515,7 @@ async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
     assert!(matches!(conflicting.await?, Err(StoreError::Conflict(_))));
     drop(writer);
     task.await?;
-    let transactions = counting.transactions.load(Ordering::SeqCst);
+    let transactions = counting.append_calls();
     assert!(
         transactions < 150,
         "201 appends took {transactions} transactions: no grouping happened"

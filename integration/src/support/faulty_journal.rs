@@ -1,5 +1,6 @@
 //! Fault injection at the storage seam (the TiKV failpoint idea without the macro): a journal that wraps a
 //! real store and can delay or fail its appends, to test what happens between "decided" and "committed".
+//! It also counts the append calls (transactions) that reach it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ pub struct FaultyJournal {
     inner: Arc<dyn Journal>,
     append_delay_millis: AtomicU64,
     failing_appends: AtomicUsize,
+    append_calls: AtomicUsize,
 }
 
 impl FaultyJournal {
@@ -22,6 +24,7 @@ impl FaultyJournal {
             inner,
             append_delay_millis: AtomicU64::new(0),
             failing_appends: AtomicUsize::new(0),
+            append_calls: AtomicUsize::new(0),
         }
     }
 
@@ -36,7 +39,13 @@ impl FaultyJournal {
         self.failing_appends.store(count, Ordering::SeqCst);
     }
 
+    /// How many append calls (each one transaction or statement) reached this journal.
+    pub fn append_calls(&self) -> usize {
+        self.append_calls.load(Ordering::SeqCst)
+    }
+
     async fn before_append(&self) -> Result<(), StoreError> {
+        self.append_calls.fetch_add(1, Ordering::SeqCst);
         let delay = self.append_delay_millis.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;

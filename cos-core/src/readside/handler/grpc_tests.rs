@@ -7,8 +7,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use super::ReadHandlerError;
 use super::test_support;
-use super::{ReadHandlerError, ReadSideDelivery, read_handler_for};
 use crate::proto::chief_of_state::v1::read_side_handler_service_server::{
     ReadSideHandlerService, ReadSideHandlerServiceServer,
 };
@@ -90,19 +90,7 @@ async fn deliver(
     breaker: Option<ReadSideBreaker>,
     times: usize,
 ) -> Vec<Result<(), ReadHandlerError>> {
-    let config = test_support::config(ReadSideProtocol::Grpc, port, timeout);
-    let handler = read_handler_for(&config, breaker).unwrap();
-    let event = test_support::event();
-    let mut results = Vec::new();
-    for _ in 0..times {
-        let delivery = ReadSideDelivery {
-            read_side_id: "accounts-view",
-            shard: 5,
-            event: &event,
-        };
-        results.push(handler.handle(delivery).await);
-    }
-    results
+    test_support::deliver(ReadSideProtocol::Grpc, port, timeout, breaker, 5, times).await
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use prost::Message;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use super::ReadHandlerError;
 use super::test_support;
-use super::{ReadHandlerError, ReadSideDelivery, read_handler_for};
 use crate::readside::{ReadSideBreaker, ReadSideProtocol};
 
 /// What the fake handler saw of one request.
@@ -90,19 +90,7 @@ async fn deliver(
     breaker: Option<ReadSideBreaker>,
     times: usize,
 ) -> Vec<Result<(), ReadHandlerError>> {
-    let config = test_support::config(ReadSideProtocol::Http, port, timeout);
-    let handler = read_handler_for(&config, breaker).unwrap();
-    let event = test_support::event();
-    let mut results = Vec::new();
-    for _ in 0..times {
-        let delivery = ReadSideDelivery {
-            read_side_id: "accounts-view",
-            shard: 7,
-            event: &event,
-        };
-        results.push(handler.handle(delivery).await);
-    }
-    results
+    test_support::deliver(ReadSideProtocol::Http, port, timeout, breaker, 7, times).await
 }
 
 async fn deliver_once(status: StatusCode, body: &'static str) -> Result<(), ReadHandlerError> {

@@ -147,6 +147,32 @@ pub(crate) mod test_support {
         }
     }
 
+    /// Delivers the test event `times` times to a handler built for 127.0.0.1:`port`, collecting outcomes.
+    pub(crate) async fn deliver(
+        protocol: ReadSideProtocol,
+        port: u16,
+        timeout: Duration,
+        breaker: Option<crate::readside::ReadSideBreaker>,
+        shard: u32,
+        times: usize,
+    ) -> Vec<Result<(), super::ReadHandlerError>> {
+        let handler = match super::read_handler_for(&config(protocol, port, timeout), breaker) {
+            Ok(handler) => handler,
+            Err(error) => panic!("handler setup failed: {error}"),
+        };
+        let event = event();
+        let mut results = Vec::new();
+        for _ in 0..times {
+            let delivery = super::ReadSideDelivery {
+                read_side_id: "accounts-view",
+                shard,
+                event: &event,
+            };
+            results.push(handler.handle(delivery).await);
+        }
+        results
+    }
+
     /// A stored event with every field set.
     pub(crate) fn event() -> EventWrapper {
         EventWrapper {

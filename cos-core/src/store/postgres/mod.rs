@@ -129,6 +129,23 @@ impl PostgresJournal {
     }
 }
 
+impl PostgresJournal {
+    /// Runs a `(revision, payload)` query whose two parameters are an entity's type and id.
+    async fn rows_of(
+        &self,
+        sql: &'static str,
+        key: &EntityKey,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(key.entity_type.as_str())
+            .bind(key.entity_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows_to_stored(rows)
+    }
+}
+
 #[async_trait]
 impl Journal for PostgresJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
@@ -190,29 +207,15 @@ impl Journal for PostgresJournal {
     }
 
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT revision, event_payload FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 \
-             ORDER BY revision DESC LIMIT 1",
-        )
-        .bind(key.entity_type.as_str())
-        .bind(key.entity_id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(rows_to_stored(rows)?.pop())
+        let sql = "SELECT revision, event_payload FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 \
+                   ORDER BY revision DESC LIMIT 1";
+        Ok(self.rows_of(sql, key).await?.pop())
     }
 
     async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = $1 AND entity_id = $2 \
-             ORDER BY revision DESC LIMIT 1",
-        )
-        .bind(key.entity_type.as_str())
-        .bind(key.entity_id.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(rows_to_stored(rows)?.pop())
+        let sql = "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = $1 AND entity_id = $2 \
+                   ORDER BY revision DESC LIMIT 1";
+        Ok(self.rows_of(sql, key).await?.pop())
     }
 
     async fn events_after(
