@@ -237,18 +237,25 @@ async fn a_node_with_the_wrong_secret_never_joins() -> anyhow::Result<()> {
     let good = start_node(&schema, running.address, "", SECRET).await?;
     let seed = format!("127.0.0.1:{}", good.cluster_port);
     let intruder = start_node(&schema, running.address, &seed, "wrong-secret").await?;
-    // Several heartbeat intervals and reconnect attempts.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        status(&good).await?.members.len(),
-        1,
-        "the good node sees only itself"
+    // The control: a node with the right secret, started after the intruder and given the same seed, joins.
+    // By then the intruder has had the same chances (its first dial is immediate).
+    let friend = start_node(&schema, running.address, &seed, SECRET).await?;
+    wait_for_members(&[&good, &friend], 2, Duration::from_secs(20)).await?;
+    let good_view = status(&good).await?;
+    assert!(
+        good_view
+            .members
+            .iter()
+            .all(|member| !member.name.contains(&intruder.cluster_port.to_string())),
+        "the good node never admitted the intruder: {:?}",
+        good_view.members
     );
     assert_eq!(
         status(&intruder).await?.members.len(),
         1,
         "the intruder joined nobody"
     );
+    friend.process.stop().await?;
     intruder.process.stop().await?;
     good.process.stop().await?;
     Ok(())
