@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "google/rpc/status.proto",
         "cos/internal/v1/internal.proto",
         "cos/internal/v1/cluster.proto",
+        "cos/internal/v1/readside.proto",
     ];
     let paths: Vec<String> = files
         .iter()

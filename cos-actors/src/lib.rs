@@ -1,11 +1,13 @@
 //! Chief of State actors. A command goes gateway -> [`router`] -> [`region`] (one per entity type) ->
 //! [`shard`] -> [`entity`]. Entities are local actors, never remotable; only regions (and, later, the
-//! coordinator and membership actors) cross nodes.
+//! coordinator and membership actors) cross nodes. [`readside`] workers deliver each shard's events to the
+//! read handlers from the node that owns the shard.
 
 pub mod cluster;
 pub mod entity;
 pub mod envelope;
 pub mod passivation;
+pub mod readside;
 pub mod region;
 pub mod router;
 pub mod runtime;

@@ -12,6 +12,7 @@ use cos_actors::cluster::membership::{
 use cos_actors::cluster::remote::endpoint_group;
 use cos_actors::cluster::routing::RegionCluster;
 use cos_actors::cluster::view::{ClusterView, DetectorTiming};
+use cos_actors::readside::host::HostMessage;
 use cos_actors::region::RegionMessage;
 use cos_core::cluster::discovery::{
     DiscoveryError, DiscoveryMethod, KubernetesConfig, SeedAddress, discover_until, parse_seed_list,
@@ -142,10 +143,15 @@ impl ClusterNode {
     }
 
     /// Starts the region endpoint and the shard coordinator once the regions exist.
-    pub async fn start_sharding(&self, router: &EntityRouter) -> Result<(), ClusterError> {
+    pub async fn start_sharding(
+        &self,
+        router: &EntityRouter,
+        read_sides: Option<ActorRef<HostMessage>>,
+    ) -> Result<(), ClusterError> {
         let endpoint = EndpointArguments {
             self_name: self.self_name.clone(),
             regions: router.regions(),
+            read_sides,
         };
         let (endpoint, _join) =
             Actor::spawn(None, EndpointActor, endpoint)

@@ -10,10 +10,13 @@ use cos_actors::passivation::PassivationBudget;
 use cos_actors::{EntityRouter, EntityTypeRuntime, RouterError};
 use cos_core::handler::{BreakerWriteHandler, GrpcWriteHandler, HandlerSetupError, WriteHandler};
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_server::ChiefOfStateServiceServer;
+use cos_core::proto::chief_of_state::v1::read_side_manager_service_server::ReadSideManagerServiceServer;
+use cos_core::proto::internal::read_side_admin_server::ReadSideAdminServer;
 use cos_core::settings::{Settings, StoreSettings};
 use cos_core::store::postgres::PostgresJournal;
+use cos_core::store::read_sides::ReadSideStore;
 use cos_core::store::sqlite::SqliteJournal;
-use cos_core::store::{Journal, JournalWriter, StoreError, WriterOptions};
+use cos_core::store::{Journal, JournalWriter, ShardCommits, StoreError, WriterOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -22,6 +25,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::admin::ClusterAdminService;
 use crate::cluster::{ClusterError, ClusterNode};
 use crate::gateway::Gateway;
+use crate::read_sides::{ReadSideStart, ReadSideStartError, start_read_sides};
+use crate::readside_manager::{ReadSideAdminService, ReadSideControl, ReadSideManager};
 use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 
 /// Largest request or response message the gateway accepts (bytes); bigger ones get RESOURCE_EXHAUSTED.
@@ -54,7 +59,12 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("cluster: {0}")]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    ReadSides(#[from] ReadSideStartError),
 }
+
+/// How long shutdown waits for read-side workers to finish their current handler call.
+const READ_SIDE_STOP_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// A started node; dropping it does not stop it, call [`RunningNode::shutdown`].
 pub struct RunningNode {
@@ -68,18 +78,36 @@ pub struct RunningNode {
 impl RunningNode {
     /// Starts a node and returns once its gRPC port accepts connections.
     pub async fn start(settings: Settings) -> Result<Self, NodeError> {
-        let journal = open_store(&settings.store).await?;
-        Self::start_with_journal(settings, journal).await
+        let (journal, positions) = open_store(&settings.store).await?;
+        Self::start_with_stores(settings, journal, Some(positions)).await
     }
 
-    /// Starts a node on an already opened store: the seam where tests inject faults (a journal wrapper that
-    /// delays or fails writes) between "committed" and "replied".
+    /// Starts a node on an already opened store (read-side positions are opened from the settings when read
+    /// sides are enabled): the seam where tests inject faults between "committed" and "replied".
     pub async fn start_with_journal(
         settings: Settings,
         journal: Arc<dyn Journal>,
     ) -> Result<Self, NodeError> {
+        let positions = if settings.read_sides.enabled {
+            Some(open_store(&settings.store).await?.1)
+        } else {
+            None
+        };
+        Self::start_with_stores(settings, journal, positions).await
+    }
+
+    /// Starts a node on already opened stores: tests wrap either to inject faults (a journal that fails
+    /// appends, a position store that loses offset commits). `positions` is required when read sides are
+    /// enabled.
+    pub async fn start_with_stores(
+        settings: Settings,
+        journal: Arc<dyn Journal>,
+        positions: Option<Arc<dyn ReadSideStore>>,
+    ) -> Result<Self, NodeError> {
         let writer_options = writer_options(&settings.store);
-        let (writer, writer_task) = JournalWriter::spawn(journal.clone(), writer_options);
+        let commits = ShardCommits::new(settings.num_shards);
+        let (writer, writer_task) =
+            JournalWriter::spawn(journal.clone(), writer_options, commits.clone());
 
         let mut runtimes = Vec::new();
         for entity_type in settings.entity_types.types.values() {
@@ -122,9 +150,47 @@ impl RunningNode {
             )
             .await?,
         );
+        let positions = match (settings.read_sides.enabled, positions) {
+            (true, None) => return Err(ReadSideStartError::NoPositionStore.into()),
+            (true, Some(positions)) => Some(positions),
+            (false, _) => None,
+        };
+        let read_side_host = match &positions {
+            Some(positions) => {
+                start_read_sides(ReadSideStart {
+                    settings: &settings.read_sides,
+                    num_shards: settings.num_shards,
+                    journal: journal.clone(),
+                    positions: positions.clone(),
+                    commits,
+                    cluster: cluster.as_ref().map(ClusterNode::region_cluster),
+                })
+                .await?
+            }
+            None => None,
+        };
         if let Some(cluster) = &cluster {
-            cluster.start_sharding(&router).await?;
+            cluster
+                .start_sharding(&router, read_side_host.clone())
+                .await?;
         }
+        let (read_side_manager, read_side_admin) = if let Some(positions) = positions {
+            let control = ReadSideControl::new(
+                settings.read_sides.read_sides.clone(),
+                positions,
+                journal.clone(),
+                settings.num_shards,
+                read_side_host.clone(),
+            );
+            (
+                Some(ReadSideManagerServiceServer::new(ReadSideManager {
+                    control: control.clone(),
+                })),
+                Some(ReadSideAdminServer::new(ReadSideAdminService { control })),
+            )
+        } else {
+            (None, None)
+        };
 
         let listener = TcpListener::bind(settings.grpc_listen_address)
             .await
@@ -169,6 +235,8 @@ impl RunningNode {
             let serving = tonic::transport::Server::builder()
                 .add_service(service)
                 .add_service(admin)
+                .add_optional_service(read_side_manager)
+                .add_optional_service(read_side_admin)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     stop_signal.notified().await;
                     if let Some(cluster) = &cluster {
@@ -182,6 +250,16 @@ impl RunningNode {
                 })
                 .await;
             tracing::info!("shutdown: grpc server stopped; stopping entities");
+            if let Some(host) = &read_side_host {
+                tracing::info!("shutdown: stopping read-side workers");
+                if host
+                    .stop_and_wait(None, Some(READ_SIDE_STOP_TIMEOUT))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("shutdown: read-side workers did not stop in time");
+                }
+            }
             if let Some(cluster) = &cluster {
                 cluster.stop_endpoint().await;
             }
@@ -245,18 +323,21 @@ impl RunningNode {
     }
 }
 
-async fn open_store(store: &StoreSettings) -> Result<Arc<dyn Journal>, StoreError> {
+/// The journal and the read-side positions: one database, one pool, two faces.
+type Stores = (Arc<dyn Journal>, Arc<dyn ReadSideStore>);
+
+async fn open_store(store: &StoreSettings) -> Result<Stores, StoreError> {
     match store {
         StoreSettings::Sqlite(sqlite) => {
-            let journal = SqliteJournal::open(sqlite).await?;
+            let journal = Arc::new(SqliteJournal::open(sqlite).await?);
             tracing::info!(file = %sqlite.database_file().display(), "embedded sqlite store ready");
-            Ok(Arc::new(journal))
+            Ok((journal.clone(), journal))
         }
         StoreSettings::Postgres(postgres) => {
-            let journal = PostgresJournal::connect(postgres).await?;
+            let journal = Arc::new(PostgresJournal::connect(postgres).await?);
             tracing::info!(host = %postgres.host, database = %postgres.database,
                 schema = %postgres.schema, "postgresql store ready");
-            Ok(Arc::new(journal))
+            Ok((journal.clone(), journal))
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use cos_core::domain::{EntityKey, Revision};
 use cos_core::proto::chief_of_state::v1::{EventWrapper, MetaData, StateWrapper};
 use cos_core::store::{
-    AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, ShardEvent, SnapshotWrite,
-    StoreError, WriterOptions,
+    AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, ShardCommits, ShardEvent,
+    SnapshotWrite, StoreError, WriterOptions,
 };
 use cos_integration::support::faulty_journal::FaultyJournal;
 use cos_integration::support::node::{Backend, TestStore, default_key, typed_key};
@@ -268,6 +268,7 @@ async fn each_shard_numbers_its_events_without_gaps_in_commit_order(
             max_concurrent_batches: 2,
             ..WriterOptions::default()
         },
+        ShardCommits::new(16),
     );
     let mut appends = Vec::new();
     for index in 0..60_u32 {
@@ -377,71 +378,6 @@ async fn postgres_a_late_commit_is_numbered_before_anything_that_commits_after_i
     Ok(())
 }
 
-async fn read_side_positions_start_at_zero_and_keep_offsets_and_pauses(
-    backend: Backend,
-) -> anyhow::Result<()> {
-    use cos_core::store::read_sides::ReadSidePosition;
-    let store = TestStore::new(backend)?;
-    let positions = store.open_read_side_store().await?;
-    assert_eq!(
-        positions.position("search", 3).await?,
-        ReadSidePosition::default()
-    );
-    positions.save_offset("search", 3, 41).await?;
-    positions.save_offset("search", 3, 42).await?;
-    positions.set_paused("search", 3, true).await?;
-    positions.set_paused("search", 1, true).await?;
-    assert_eq!(
-        positions.position("search", 3).await?,
-        ReadSidePosition {
-            offset: 42,
-            paused: true
-        }
-    );
-    positions.set_paused("search", 3, false).await?;
-    assert_eq!(
-        positions.position("search", 3).await?,
-        ReadSidePosition {
-            offset: 42,
-            paused: false
-        }
-    );
-    assert_eq!(
-        positions.positions("search").await?,
-        vec![
-            (
-                1,
-                ReadSidePosition {
-                    offset: 0,
-                    paused: true
-                }
-            ),
-            (
-                3,
-                ReadSidePosition {
-                    offset: 42,
-                    paused: false
-                }
-            )
-        ]
-    );
-    assert!(
-        positions.positions("other").await?.is_empty(),
-        "read sides are kept apart"
-    );
-    drop(positions);
-    // A restart reads the same positions back.
-    let reopened = store.open_read_side_store().await?;
-    assert_eq!(
-        reopened.position("search", 1).await?,
-        ReadSidePosition {
-            offset: 0,
-            paused: true
-        }
-    );
-    Ok(())
-}
-
 async fn entity_types_are_part_of_the_key(backend: Backend) -> anyhow::Result<()> {
     let (_store, journal) = open(backend).await?;
     let first = typed_key("alpha", "same")?;
@@ -491,7 +427,7 @@ async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
         max_concurrent_batches: 1,
         ..WriterOptions::default()
     };
-    let (writer, task) = JournalWriter::spawn(counting.clone(), options);
+    let (writer, task) = JournalWriter::spawn(counting.clone(), options, ShardCommits::new(16));
     let mut appends = Vec::new();
     for index in 0..200 {
         let writer = writer.clone();
@@ -540,7 +476,6 @@ cos_integration::on_both_stores!(
     a_stale_writer_is_refused_even_after_compaction,
     a_batch_mixing_snapshots_and_plain_appends_is_written_per_request,
     each_shard_numbers_its_events_without_gaps_in_commit_order,
-    read_side_positions_start_at_zero_and_keep_offsets_and_pauses,
     latest_state_prefers_the_newest_of_snapshot_and_event,
     entity_types_are_part_of_the_key,
     corrupt_payloads_are_reported_not_trusted,

@@ -14,6 +14,7 @@ use ractor_cluster::RactorClusterMessage;
 
 use super::remote::{endpoint_group, from_wire, reply_to_wire};
 use super::wire::Wire;
+use crate::readside::host::HostMessage;
 use crate::region::RegionMessage;
 use crate::router::REPLY_GRACE;
 
@@ -41,6 +42,8 @@ const HAND_OFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(35)
 pub struct EndpointArguments {
     pub self_name: String,
     pub regions: HashMap<String, ActorRef<RegionMessage>>,
+    /// This node's read-side host, when read sides are enabled: its workers move with their shards.
+    pub read_sides: Option<ActorRef<HostMessage>>,
 }
 
 /// The endpoint actor.
@@ -122,8 +125,19 @@ impl EndpointArguments {
 
     fn hand_off(&self, shard: u32, reply: RpcReplyPort<Wire<HandOffReply>>) {
         let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
+        let read_sides = self.read_sides.clone();
         tokio::spawn(async move {
             let mut done = true;
+            if let Some(host) = read_sides {
+                // The shard's read-side workers stop first: the new home's workers start from their offsets.
+                let released = host
+                    .call(
+                        |port| HostMessage::Release(shard, port),
+                        Some(HAND_OFF_TIMEOUT),
+                    )
+                    .await;
+                done &= matches!(released, Ok(ractor::rpc::CallResult::Success(())));
+            }
             for region in regions {
                 let stopped = region
                     .call(
@@ -139,6 +153,7 @@ impl EndpointArguments {
 
     fn hosted_shards(&self, reply: RpcReplyPort<Wire<HostedShardsReply>>) {
         let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
+        let read_sides = self.read_sides.clone();
         let node = self.self_name.clone();
         tokio::spawn(async move {
             let asks = regions.into_iter().map(|region| async move {
@@ -152,6 +167,18 @@ impl EndpointArguments {
             let mut shards = std::collections::BTreeSet::new();
             for local in futures::future::join_all(asks).await {
                 if let Ok(ractor::rpc::CallResult::Success(list)) = local {
+                    shards.extend(list);
+                }
+            }
+            // Shards with read-side workers but no live entities are hosted here too.
+            if let Some(host) = read_sides {
+                let hosted = host
+                    .call(
+                        HostMessage::HostedShards,
+                        Some(std::time::Duration::from_secs(2)),
+                    )
+                    .await;
+                if let Ok(ractor::rpc::CallResult::Success(list)) = hosted {
                     shards.extend(list);
                 }
             }

@@ -11,6 +11,7 @@ mod config;
 mod env;
 pub mod handler;
 mod policy;
+mod replay;
 mod values;
 mod yaml;
 
@@ -167,7 +168,11 @@ pub fn load_read_sides(
         located.extend(yaml::load_path(&PathBuf::from(path))?);
     }
     located.extend(env::load_variables(environment)?);
-    let read_sides = reject_duplicates(located)?;
+    let replay = replay::load_replay(environment)?;
+    let read_sides = reject_duplicates(located)?
+        .into_iter()
+        .map(|config| replay.apply(config))
+        .collect();
     let breaker = breaker::load_breaker(environment)?;
     Ok(ReadSideSettings {
         enabled: true,

@@ -77,6 +77,9 @@ pub enum SettingsError {
         path: PathBuf,
         hint: String,
     },
+    /// A read side (or a `COS_READ_SIDE_*` variable) is invalid.
+    #[error(transparent)]
+    ReadSide(#[from] crate::readside::ReadSideConfigError),
     /// The environment could not be merged (not expected with string values).
     #[error("cannot read settings from the environment: {reason}")]
     Environment { reason: String },
@@ -103,7 +106,6 @@ impl Settings {
     ) -> Result<(Settings, Vec<String>), SettingsError> {
         let sources = Sources::read(options)?;
         check_server_protocol(&sources)?;
-        check_read_sides(&sources)?;
         let service_name = load_service_name(&sources)?;
         let deployment_mode = load_deployment_mode(&sources)?;
         let grpc_listen_address = load_listen_address(&sources)?;
@@ -128,6 +130,7 @@ impl Settings {
             grpc_client: load_grpc_client(&sources)?,
             logging: load_logging(&sources)?,
             cluster,
+            read_sides: crate::readside::load_read_sides(&options.environment)?,
         };
         Ok((settings, sources.warnings()))
     }
@@ -161,17 +164,6 @@ fn check_server_protocol(sources: &Sources<'_>) -> Result<(), SettingsError> {
         }
         _ => Err(raw.invalid("must be grpc (http and both are not available in this build yet)")),
     }
-}
-
-/// Read sides do not exist yet: a deployment that enables them must not start and silently project nothing.
-fn check_read_sides(sources: &Sources<'_>) -> Result<(), SettingsError> {
-    let raw = sources.global("read_side_enabled", "false")?;
-    if raw.boolean()? {
-        return Err(raw.invalid(
-            "read sides are not available in this build yet; set it to false to run without them",
-        ));
-    }
-    Ok(())
 }
 
 fn load_listen_address(sources: &Sources<'_>) -> Result<SocketAddr, SettingsError> {

@@ -39,6 +39,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Multi-node operation; `None` for a single node.
     pub cluster: Option<ClusterSettings>,
+    /// `COS_READ_SIDE_*`: the read handlers fed from the journal (none unless `COS_READ_SIDE_ENABLED`).
+    pub read_sides: crate::readside::ReadSideSettings,
 }
 
 /// How this node joins a cluster (`COS_CLUSTER_*`). A cluster is formed when `COS_CLUSTER_ENABLED` is true,

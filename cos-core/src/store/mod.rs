@@ -5,6 +5,7 @@
 //! original. The key (entity type, entity id, revision) is unique: a second writer for a revision is
 //! rejected with [`StoreError::Conflict`], never overwritten.
 
+mod commits;
 pub mod postgres;
 pub mod read_sides;
 pub mod snapshot_policy;
@@ -18,6 +19,7 @@ use prost::Message;
 use crate::domain::{EntityKey, Revision};
 use crate::proto::chief_of_state::v1::{EventWrapper, StateWrapper};
 
+pub use commits::ShardCommits;
 pub use writer::{JournalWriter, WriterOptions};
 
 /// Manifest stored beside each event payload (the original's serializer manifest).

@@ -12,18 +12,21 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::domain::{EntityKey, Revision};
 use crate::settings::SqliteSettings;
-use crate::store::read_sides::{ReadSidePosition, ReadSideStore, offset_from_row, shard_from_row};
+use crate::store::read_sides::CompactionGuard;
 use crate::store::sql_errors::{WriteFailure, revision_from_row, store_error};
 use crate::store::{
     AppendRequest, Journal, ShardEvent, StoreError, StoredRow, now_epoch_millis,
     shard_event_from_row,
 };
 
+mod read_sides;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// A journal and snapshot store in one SQLite file.
 pub struct SqliteJournal {
     pool: SqlitePool,
+    compaction_guard: CompactionGuard,
 }
 
 impl SqliteJournal {
@@ -55,7 +58,10 @@ impl SqliteJournal {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migration(format!("{}: {error}", file.display())))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            compaction_guard: CompactionGuard::default(),
+        })
     }
 }
 
@@ -113,6 +119,7 @@ async fn write_request(
     transaction: &mut Transaction<'_, Sqlite>,
     request: &AppendRequest,
     written_at: i64,
+    compaction_guard: Option<&str>,
 ) -> Result<(), WriteFailure> {
     advance_head(transaction, request).await?;
     let entity_type = request.key.entity_type.as_str();
@@ -168,12 +175,19 @@ async fn write_request(
     .execute(&mut **transaction)
     .await?;
     if let Some(through) = snapshot.delete_events_through {
+        // Events a guarding read side has not delivered yet stay; a later compaction takes them.
         sqlx::query(
-            "DELETE FROM cos_journal WHERE entity_type = ? AND entity_id = ? AND revision <= ?",
+            "DELETE FROM cos_journal WHERE entity_type = ?1 AND entity_id = ?2 AND revision <= ?3 \
+             AND (?4 IS NULL OR shard_offset <= COALESCE(( \
+                 SELECT MIN(positions.shard_offset) FROM cos_read_side_positions AS positions \
+                 WHERE positions.shard = ?5 \
+                 AND positions.read_side_id IN (SELECT value FROM json_each(?4))), 0))",
         )
         .bind(entity_type)
         .bind(entity_id)
         .bind(i64::from(through))
+        .bind(compaction_guard)
+        .bind(i64::from(request.shard))
         .execute(&mut **transaction)
         .await?;
     }
@@ -201,9 +215,10 @@ impl SqliteJournal {
 impl Journal for SqliteJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
         let written_at = now_epoch_millis();
+        let guard = self.compaction_guard.get();
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         for request in requests {
-            write_request(&mut transaction, request, written_at)
+            write_request(&mut transaction, request, written_at, guard.as_deref())
                 .await
                 .map_err(WriteFailure::into_store_error)?;
         }
@@ -215,13 +230,14 @@ impl Journal for SqliteJournal {
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let written_at = now_epoch_millis();
+        let guard = self.compaction_guard.get();
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {
             let mut savepoint = sqlx::Connection::begin(&mut *transaction)
                 .await
                 .map_err(store_error)?;
-            match write_request(&mut savepoint, request, written_at).await {
+            match write_request(&mut savepoint, request, written_at, guard.as_deref()).await {
                 Ok(()) => {
                     savepoint.commit().await.map_err(store_error)?;
                     outcomes.push(Ok(()));
@@ -334,98 +350,5 @@ impl Journal for SqliteJournal {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl ReadSideStore for SqliteJournal {
-    async fn position(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-    ) -> Result<ReadSidePosition, StoreError> {
-        let row = sqlx::query(
-            "SELECT shard_offset, paused FROM cos_read_side_positions WHERE read_side_id = ? AND shard = ?",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let Some(row) = row else {
-            return Ok(ReadSidePosition::default());
-        };
-        Ok(ReadSidePosition {
-            offset: offset_from_row(row.try_get(0).map_err(store_error)?)?,
-            paused: row.try_get(1).map_err(store_error)?,
-        })
-    }
-
-    async fn positions(
-        &self,
-        read_side_id: &str,
-    ) -> Result<Vec<(u32, ReadSidePosition)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT shard, shard_offset, paused FROM cos_read_side_positions WHERE read_side_id = ? \
-             ORDER BY shard",
-        )
-        .bind(read_side_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let mut positions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let shard: i64 = row.try_get(0).map_err(store_error)?;
-            positions.push((
-                shard_from_row(shard)?,
-                ReadSidePosition {
-                    offset: offset_from_row(row.try_get(1).map_err(store_error)?)?,
-                    paused: row.try_get(2).map_err(store_error)?,
-                },
-            ));
-        }
-        Ok(positions)
-    }
-
-    async fn save_offset(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-        offset: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (read_side_id, shard) \
-             DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .bind(now_epoch_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn set_paused(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, paused, updated_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (read_side_id, shard) \
-             DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .bind(paused)
-        .bind(now_epoch_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::store::{AppendRequest, Journal, StoreError};
+use crate::store::{AppendRequest, Journal, ShardCommits, StoreError};
 
 /// Limits of the group-commit writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +50,14 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn spawn(journal: Arc<dyn Journal>, options: WriterOptions) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task on the current tokio runtime; every commit is announced on `commits`.
+    pub fn spawn(
+        journal: Arc<dyn Journal>,
+        options: WriterOptions,
+        commits: ShardCommits,
+    ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
-        let task = tokio::spawn(run_writer(journal, options, receiver));
+        let task = tokio::spawn(run_writer(journal, options, commits, receiver));
         (Self { sender }, task)
     }
 
@@ -113,6 +117,7 @@ fn flatten(
 async fn run_writer(
     journal: Arc<dyn Journal>,
     options: WriterOptions,
+    commits: ShardCommits,
     mut receiver: mpsc::Receiver<PendingAppend>,
 ) {
     let max_concurrent = options.max_concurrent_batches.max(1);
@@ -130,8 +135,9 @@ async fn run_writer(
             }
         }
         let journal = journal.clone();
+        let commits = commits.clone();
         tokio::spawn(async move {
-            commit_batch(journal.as_ref(), batch).await;
+            commit_batch(journal.as_ref(), &commits, batch).await;
             drop(slot);
         });
     }
@@ -142,7 +148,7 @@ async fn run_writer(
 
 /// Commits a batch with [`Journal::append_batch`], so a conflicting or refused request fails alone.
 /// Requests withdrawn by their callers (deadline passed) are skipped before anything is written.
-async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
+async fn commit_batch(journal: &dyn Journal, commits: &ShardCommits, batch: Vec<PendingAppend>) {
     let mut requests = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for pending in batch {
@@ -162,6 +168,17 @@ async fn commit_batch(journal: &dyn Journal, batch: Vec<PendingAppend>) {
         Ok(outcomes) => outcomes,
         Err(error) => vec![Err(error); requests.len()],
     };
+    let mut shards: Vec<u32> = requests
+        .iter()
+        .zip(&outcomes)
+        .filter(|(request, outcome)| outcome.is_ok() && !request.events.is_empty())
+        .map(|(request, _)| request.shard)
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    for shard in shards {
+        commits.committed(shard);
+    }
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _receiver_gone = reply.send(outcome);
     }

@@ -1,9 +1,12 @@
-//! Test support: real servers on real sockets. A scriptable write handler, PostgreSQL schemas per test, and
-//! a helper that starts a Chief of State node on SQLite or PostgreSQL.
+//! Test support: real servers on real sockets. A scriptable write handler, scriptable read handlers (gRPC and
+//! HTTP), PostgreSQL schemas per test, and a helper that starts a Chief of State node on SQLite or PostgreSQL.
 
 pub mod database;
 pub mod faulty_journal;
+pub mod faulty_positions;
 pub mod node;
+pub mod read_handler;
+pub mod read_side_node;
 pub mod script_handler;
 
 use std::time::Duration;

@@ -91,18 +91,31 @@ impl TestStore {
     pub async fn open_read_side_store(
         &self,
     ) -> anyhow::Result<Arc<dyn cos_core::store::read_sides::ReadSideStore>> {
+        Ok(self.open_store_pair().await?.1)
+    }
+
+    /// Opens the store once and returns its two faces, journal and read-side positions (the compaction
+    /// guard only applies to appends through the object that was told which read sides guard it).
+    pub async fn open_store_pair(
+        &self,
+    ) -> anyhow::Result<(
+        Arc<dyn Journal>,
+        Arc<dyn cos_core::store::read_sides::ReadSideStore>,
+    )> {
         if let Some(directory) = &self.sqlite_dir {
             let settings = SqliteSettings {
                 data_dir: directory.path().to_path_buf(),
             };
-            return Ok(Arc::new(SqliteJournal::open(&settings).await?));
+            let store = Arc::new(SqliteJournal::open(&settings).await?);
+            return Ok((store.clone(), store));
         }
         let Some((server, schema)) = &self.postgres else {
             anyhow::bail!("store has neither a directory nor a schema");
         };
         let mut settings = server.settings_for_new_schema();
         settings.schema = schema.clone();
-        Ok(Arc::new(PostgresJournal::connect(&settings).await?))
+        let store = Arc::new(PostgresJournal::connect(&settings).await?);
+        Ok((store.clone(), store))
     }
 
     /// Opens the store directly, to inspect what a node wrote.
@@ -228,6 +241,18 @@ impl TestNode {
         journal: Arc<dyn Journal>,
     ) -> anyhow::Result<Self> {
         let node = RunningNode::start_with_journal(settings, journal).await?;
+        let client =
+            ChiefOfStateServiceClient::connect(format!("http://{}", node.local_address())).await?;
+        Ok(Self { node, client })
+    }
+
+    /// Starts a node on given stores (for fault injection in the journal or the read-side positions).
+    pub async fn start_with_stores(
+        settings: Settings,
+        journal: Arc<dyn Journal>,
+        positions: Arc<dyn cos_core::store::read_sides::ReadSideStore>,
+    ) -> anyhow::Result<Self> {
+        let node = RunningNode::start_with_stores(settings, journal, Some(positions)).await?;
         let client =
             ChiefOfStateServiceClient::connect(format!("http://{}", node.local_address())).await?;
         Ok(Self { node, client })

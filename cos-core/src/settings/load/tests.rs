@@ -470,12 +470,22 @@ fn an_explicit_config_file_wins_over_cos_config_file() {
 }
 
 #[test]
-fn enabling_read_sides_stops_start_up_until_they_exist() {
-    let error = load_error(&with_handler(&[("COS_READ_SIDE_ENABLED", "true")]));
-    assert!(
-        error.contains("COS_READ_SIDE_ENABLED=\"true\"") && error.contains("not available"),
-        "{error}"
-    );
+fn read_sides_are_loaded_with_the_settings_and_their_errors_stop_start_up() {
+    let settings = Settings::load(&with_handler(&[
+        ("COS_READ_SIDE_ENABLED", "true"),
+        ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
+        ("COS_READ_SIDE_CONFIG__PORT__RS1", "50052"),
+    ]))
+    .expect("valid read side");
+    assert!(settings.read_sides.enabled);
+    assert_eq!(settings.read_sides.read_sides.len(), 1);
+    assert_eq!(settings.read_sides.read_sides[0].id, "RS1");
+
+    let error = load_error(&with_handler(&[
+        ("COS_READ_SIDE_ENABLED", "true"),
+        ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
+    ]));
+    assert!(error.contains("RS1") && error.contains("PORT"), "{error}");
 }
 
 #[test]

@@ -8,8 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::domain::{EntityKey, Revision};
 use crate::settings::PostgresSettings;
 use crate::store::{
-    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, now_epoch_millis,
-    shard_event_from_row,
+    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, shard_event_from_row,
 };
 
 /// Longest a single statement may run (PostgreSQL `statement_timeout`): a stalled database fails writes
@@ -20,7 +19,9 @@ mod write;
 
 use write::{append_in_one_statement, write_batch};
 
-use crate::store::read_sides::{ReadSidePosition, ReadSideStore, offset_from_row, shard_from_row};
+mod read_sides;
+
+use crate::store::read_sides::CompactionGuard;
 use crate::store::sql_errors::{WriteFailure, is_unique_violation, revision_from_row, store_error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -28,6 +29,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// A journal and snapshot store in one PostgreSQL schema.
 pub struct PostgresJournal {
     pool: PgPool,
+    compaction_guard: CompactionGuard,
 }
 
 impl PostgresJournal {
@@ -63,7 +65,10 @@ impl PostgresJournal {
         MIGRATOR.run(&pool).await.map_err(|error| {
             StoreError::Migration(format!("schema {}: {error}", settings.schema))
         })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            compaction_guard: CompactionGuard::default(),
+        })
     }
 }
 
@@ -109,7 +114,14 @@ impl PostgresJournal {
             let mut savepoint = sqlx::Connection::begin(&mut *transaction)
                 .await
                 .map_err(store_error)?;
-            match write_batch(&mut savepoint, std::slice::from_ref(*request)).await {
+            let guard = self.compaction_guard.get();
+            match write_batch(
+                &mut savepoint,
+                std::slice::from_ref(*request),
+                guard.as_deref(),
+            )
+            .await
+            {
                 Ok(()) => {
                     savepoint.commit().await.map_err(store_error)?;
                     outcomes.push(Ok(()));
@@ -150,7 +162,8 @@ impl PostgresJournal {
 impl Journal for PostgresJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        write_batch(&mut transaction, requests)
+        let guard = self.compaction_guard.get();
+        write_batch(&mut transaction, requests, guard.as_deref())
             .await
             .map_err(WriteFailure::into_store_error)?;
         transaction.commit().await.map_err(store_error)
@@ -299,98 +312,5 @@ impl Journal for PostgresJournal {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl ReadSideStore for PostgresJournal {
-    async fn position(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-    ) -> Result<ReadSidePosition, StoreError> {
-        let row = sqlx::query(
-            "SELECT shard_offset, paused FROM cos_read_side_positions WHERE read_side_id = $1 AND shard = $2",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let Some(row) = row else {
-            return Ok(ReadSidePosition::default());
-        };
-        Ok(ReadSidePosition {
-            offset: offset_from_row(row.try_get(0).map_err(store_error)?)?,
-            paused: row.try_get(1).map_err(store_error)?,
-        })
-    }
-
-    async fn positions(
-        &self,
-        read_side_id: &str,
-    ) -> Result<Vec<(u32, ReadSidePosition)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT shard, shard_offset, paused FROM cos_read_side_positions WHERE read_side_id = $1 \
-             ORDER BY shard",
-        )
-        .bind(read_side_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let mut positions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let shard: i64 = row.try_get(0).map_err(store_error)?;
-            positions.push((
-                shard_from_row(shard)?,
-                ReadSidePosition {
-                    offset: offset_from_row(row.try_get(1).map_err(store_error)?)?,
-                    paused: row.try_get(2).map_err(store_error)?,
-                },
-            ));
-        }
-        Ok(positions)
-    }
-
-    async fn save_offset(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-        offset: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (read_side_id, shard) \
-             DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .bind(now_epoch_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn set_paused(
-        &self,
-        read_side_id: &str,
-        shard: u32,
-        paused: bool,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, paused, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (read_side_id, shard) \
-             DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
-        )
-        .bind(read_side_id)
-        .bind(i64::from(shard))
-        .bind(paused)
-        .bind(now_epoch_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
     }
 }

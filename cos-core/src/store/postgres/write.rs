@@ -135,6 +135,7 @@ async fn insert_events(
 async fn write_snapshots(
     transaction: &mut Transaction<'_, Postgres>,
     requests: &[AppendRequest],
+    compaction_guard: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     for request in requests {
         let Some(snapshot) = &request.snapshot else {
@@ -162,12 +163,19 @@ async fn write_snapshots(
         .execute(&mut **transaction)
         .await?;
         if let Some(through) = snapshot.delete_events_through {
+            // Events a guarding read side has not delivered yet stay; a later compaction takes them.
             sqlx::query(
-                "DELETE FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 AND revision <= $3",
+                "DELETE FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 AND revision <= $3 \
+                 AND ($4::text IS NULL OR shard_offset <= COALESCE(( \
+                     SELECT MIN(positions.shard_offset) FROM cos_read_side_positions AS positions \
+                     WHERE positions.shard = $5 \
+                     AND positions.read_side_id IN (SELECT jsonb_array_elements_text($4::jsonb))), 0))",
             )
             .bind(entity_type)
             .bind(entity_id)
             .bind(i64::from(through))
+            .bind(compaction_guard)
+            .bind(i64::from(request.shard))
             .execute(&mut **transaction)
             .await?;
         }
@@ -179,10 +187,11 @@ async fn write_snapshots(
 pub(super) async fn write_batch(
     transaction: &mut Transaction<'_, Postgres>,
     requests: &[AppendRequest],
+    compaction_guard: Option<&str>,
 ) -> Result<(), WriteFailure> {
     advance_heads(transaction, requests).await?;
     insert_events(transaction, requests).await?;
-    write_snapshots(transaction, requests).await?;
+    write_snapshots(transaction, requests, compaction_guard).await?;
     Ok(())
 }
 

@@ -1,0 +1,329 @@
+//! The read-side host of one node: runs a worker for every (enabled read side, shard) whose shard this node
+//! owns. On a single node that is every shard. In a cluster it asks the coordinator for the home of every
+//! shard (which gives a home to shards nobody has written to yet, so their history is delivered too) at
+//! start-up, on membership changes and periodically; it starts the workers of shards homed here and stops
+//! those homed elsewhere. A hand-off stops the shard's workers before the shard moves, so a shard's events are
+//! delivered from one place at a time (and if two workers ever overlap, the offset compare-and-set keeps the
+//! stored offset from going back; the overlap only means redelivery).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+
+use super::worker::{ReadSideWorker, WorkerArguments, WorkerMessage};
+use super::{ReadSideContext, ReadSideRuntime};
+use crate::cluster::routing::{RegionCluster, resolve_home};
+
+/// How often a clustered host checks where its shards live.
+const PLACEMENT_PERIOD: Duration = Duration::from_secs(2);
+
+/// Pause before a failed worker is started again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a released worker may take to finish its current handler call.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Messages of the host.
+#[derive(RactorMessage)]
+pub enum HostMessage {
+    /// Check where every shard lives (cluster only).
+    CheckPlacement,
+    /// Where each shard lives, as learned by a placement check started at the given epochs.
+    Placed(Vec<(u32, u64, Result<String, String>)>),
+    /// Stop the workers of a shard (it is handed off); answers once they stopped.
+    Release(u32, RpcReplyPort<()>),
+    /// The shards this node runs workers for.
+    HostedShards(RpcReplyPort<Vec<u32>>),
+    /// An operator changed positions of a read side (one shard, or all with `None`): workers re-read them.
+    Reload(String, Option<u32>),
+    /// Start a worker again after it failed, if its shard is still hosted here.
+    Restart(String, u32),
+}
+
+/// Where the shards of this node come from.
+pub enum Placement {
+    /// A single node: every shard is here.
+    AllShards,
+    /// A cluster: shards homed here by the coordinator.
+    Cluster(RegionCluster),
+}
+
+/// Arguments of the host.
+pub struct HostArguments {
+    pub read_sides: Vec<Arc<ReadSideRuntime>>,
+    pub context: Arc<ReadSideContext>,
+    pub num_shards: u32,
+    pub placement: Placement,
+}
+
+/// The state of the host.
+pub struct HostState {
+    read_sides: Vec<Arc<ReadSideRuntime>>,
+    context: Arc<ReadSideContext>,
+    num_shards: u32,
+    cluster: Option<RegionCluster>,
+    hosted: BTreeSet<u32>,
+    workers: HashMap<(String, u32), ActorRef<WorkerMessage>>,
+    by_actor: HashMap<ActorId, (String, u32)>,
+    /// Bumped when a shard is released: a placement answer asked for before is stale.
+    epochs: HashMap<u32, u64>,
+    checking: bool,
+}
+
+/// The host actor.
+pub struct ReadSideHost;
+
+impl Actor for ReadSideHost {
+    type Msg = HostMessage;
+    type State = HostState;
+    type Arguments = HostArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: HostArguments,
+    ) -> Result<HostState, ActorProcessingErr> {
+        let cluster = match arguments.placement {
+            Placement::AllShards => None,
+            Placement::Cluster(cluster) => Some(cluster),
+        };
+        let mut state = HostState {
+            read_sides: arguments.read_sides,
+            context: arguments.context,
+            num_shards: arguments.num_shards,
+            cluster,
+            hosted: BTreeSet::new(),
+            workers: HashMap::new(),
+            by_actor: HashMap::new(),
+            epochs: HashMap::new(),
+            checking: false,
+        };
+        match &state.cluster {
+            None => {
+                for shard in 0..state.num_shards {
+                    state.host(&myself, shard).await;
+                }
+            }
+            Some(cluster) => {
+                myself.send_interval(PLACEMENT_PERIOD, || HostMessage::CheckPlacement);
+                let mut changes = cluster.view.clone();
+                let host = myself.clone();
+                tokio::spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        if host.cast(HostMessage::CheckPlacement).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        let workers: Vec<ActorRef<WorkerMessage>> = state.workers.drain().map(|(_, w)| w).collect();
+        stop_all(workers).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: HostMessage,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            HostMessage::CheckPlacement => state.check_placement(&myself),
+            HostMessage::Placed(homes) => state.placed(&myself, homes).await,
+            HostMessage::Release(shard, reply) => {
+                state.release(shard).await;
+                let _ = reply.send(());
+            }
+            HostMessage::HostedShards(reply) => {
+                let _ = reply.send(state.hosted.iter().copied().collect());
+            }
+            HostMessage::Reload(read_side_id, shard) => state.reload(&read_side_id, shard),
+            HostMessage::Restart(read_side_id, shard) => {
+                let runtime = state
+                    .read_sides
+                    .iter()
+                    .find(|runtime| runtime.config.id == read_side_id)
+                    .cloned();
+                if let Some(runtime) = runtime
+                    && state.hosted.contains(&shard)
+                    && !state.workers.contains_key(&(read_side_id, shard))
+                {
+                    state.start_worker(&myself, runtime, shard).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor_id, failure) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
+            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error.to_string())),
+            _ => return Ok(()),
+        };
+        let Some((read_side_id, shard)) = state.by_actor.remove(&actor_id) else {
+            return Ok(());
+        };
+        let key = (read_side_id.clone(), shard);
+        if state
+            .workers
+            .get(&key)
+            .is_some_and(|worker| worker.get_id() == actor_id)
+        {
+            state.workers.remove(&key);
+        }
+        if let Some(error) = failure {
+            tracing::error!(read_side = %read_side_id, shard, %error, "read side worker failed; restarting it");
+            myself.send_after(RESTART_PAUSE, move || {
+                HostMessage::Restart(read_side_id, shard)
+            });
+        }
+        Ok(())
+    }
+}
+
+impl HostState {
+    /// Starts the workers of a shard that is now homed here.
+    async fn host(&mut self, myself: &ActorRef<HostMessage>, shard: u32) {
+        if !self.hosted.insert(shard) {
+            return;
+        }
+        for runtime in self.read_sides.clone() {
+            self.start_worker(myself, runtime, shard).await;
+        }
+    }
+
+    async fn start_worker(
+        &mut self,
+        myself: &ActorRef<HostMessage>,
+        runtime: Arc<ReadSideRuntime>,
+        shard: u32,
+    ) {
+        let read_side_id = runtime.config.id.clone();
+        let arguments = WorkerArguments {
+            runtime,
+            context: self.context.clone(),
+            shard,
+        };
+        match Actor::spawn_linked(None, ReadSideWorker, arguments, myself.get_cell()).await {
+            Ok((worker, _join)) => {
+                self.by_actor
+                    .insert(worker.get_id(), (read_side_id.clone(), shard));
+                self.workers.insert((read_side_id, shard), worker);
+            }
+            Err(error) => {
+                tracing::error!(read_side = %read_side_id, shard, %error, "cannot start a read side worker");
+                myself.send_after(RESTART_PAUSE, move || {
+                    HostMessage::Restart(read_side_id, shard)
+                });
+            }
+        }
+    }
+
+    /// Stops the workers of a shard and waits for them (their current handler call finishes first).
+    async fn release(&mut self, shard: u32) {
+        *self.epochs.entry(shard).or_default() += 1;
+        if !self.hosted.remove(&shard) {
+            return;
+        }
+        let keys: Vec<(String, u32)> = self
+            .workers
+            .keys()
+            .filter(|(_, worker_shard)| *worker_shard == shard)
+            .cloned()
+            .collect();
+        let workers = keys
+            .iter()
+            .filter_map(|key| self.workers.remove(key))
+            .collect();
+        stop_all(workers).await;
+    }
+
+    fn reload(&self, read_side_id: &str, shard: Option<u32>) {
+        for ((worker_read_side, worker_shard), worker) in &self.workers {
+            if worker_read_side == read_side_id && shard.is_none_or(|shard| shard == *worker_shard)
+            {
+                let _ = worker.cast(WorkerMessage::Reload);
+            }
+        }
+    }
+
+    /// Asks the coordinator for the home of every shard, in a task; the answer comes back as `Placed`.
+    fn check_placement(&mut self, myself: &ActorRef<HostMessage>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        if self.checking || cluster.view.borrow().coordinator_host().is_none() {
+            return;
+        }
+        self.checking = true;
+        let epochs: Vec<(u32, u64)> = (0..self.num_shards)
+            .map(|shard| (shard, self.epochs.get(&shard).copied().unwrap_or(0)))
+            .collect();
+        let host = myself.clone();
+        tokio::spawn(async move {
+            let asks = epochs.into_iter().map(|(shard, epoch)| {
+                let cluster = cluster.clone();
+                async move { (shard, epoch, resolve_home(&cluster, shard).await) }
+            });
+            let homes = futures::future::join_all(asks).await;
+            let _ = host.cast(HostMessage::Placed(homes));
+        });
+    }
+
+    async fn placed(
+        &mut self,
+        myself: &ActorRef<HostMessage>,
+        homes: Vec<(u32, u64, Result<String, String>)>,
+    ) {
+        self.checking = false;
+        let Some(self_name) = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.self_name.clone())
+        else {
+            return;
+        };
+        for (shard, epoch, home) in homes {
+            if epoch != self.epochs.get(&shard).copied().unwrap_or(0) {
+                continue;
+            }
+            match home {
+                Ok(home) if home == self_name => self.host(myself, shard).await,
+                Ok(_elsewhere) => self.release(shard).await,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Stops workers and waits for each (bounded), so no two workers of a shard overlap across a hand-off.
+async fn stop_all(workers: Vec<ActorRef<WorkerMessage>>) {
+    let stops = workers.into_iter().map(|worker| async move {
+        if worker
+            .stop_and_wait(Some("shard released".to_string()), Some(RELEASE_TIMEOUT))
+            .await
+            .is_err()
+        {
+            worker.kill();
+        }
+    });
+    futures::future::join_all(stops).await;
+}

@@ -1,0 +1,371 @@
+//! The worker of one read side on one shard: reads the shard's events after its stored offset (gap-free, in
+//! commit order, so per-entity order holds), hands each to the read handler and moves the offset only after
+//! the handler said `successful: true` — at-least-once, never skipping.
+//!
+//! It wakes on the node's commit notices for its shard, and on a slow tick as a fallback. It delivers a
+//! bounded number of events per message, so a stop (hand-off) or an operator's reload waits at most one
+//! handler call. Replays wait on a timer, not in the handler, for the same reason.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cos_core::readside::FailurePolicy;
+use cos_core::readside::handler::ReadSideDelivery;
+use cos_core::store::read_sides::ReadSidePosition;
+use cos_core::store::{ShardEvent, StoredRow, decode_event};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{ReadSideContext, ReadSideRuntime};
+
+/// Events delivered per message before the worker lets other messages in.
+const EVENTS_PER_TURN: usize = 64;
+
+/// Pause after the store failed (reading events or committing an offset) before trying again.
+const STORE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Messages of a worker.
+#[derive(RactorMessage)]
+pub enum WorkerMessage {
+    /// New events may be there (a commit notice, a timer, or the worker's own "more to do").
+    Wake,
+    /// The stored position may have changed (an operator paused, resumed, restarted or skipped): read it.
+    Reload,
+}
+
+/// Arguments of a worker.
+pub struct WorkerArguments {
+    pub runtime: Arc<ReadSideRuntime>,
+    pub context: Arc<ReadSideContext>,
+    pub shard: u32,
+}
+
+/// The state of a worker.
+pub struct WorkerState {
+    runtime: Arc<ReadSideRuntime>,
+    context: Arc<ReadSideContext>,
+    shard: u32,
+    /// The stored position as this worker last wrote or read it.
+    position: ReadSidePosition,
+    /// Events read but not yet delivered, in offset order.
+    pending: VecDeque<ShardEvent>,
+    /// Failed deliveries of the first pending event so far (for replays).
+    failed_attempts: u32,
+    /// Nothing is tried before this instant (a replay interval or a store back-off); a timer wakes it.
+    resume_at: Option<Instant>,
+    /// Set while a Wake is queued, so a burst of commit notices queues one Wake.
+    wake_queued: Arc<AtomicBool>,
+    /// Forwards commit notices as Wakes; aborted when the worker stops.
+    notices: Option<JoinHandle<()>>,
+}
+
+/// The worker actor.
+pub struct ReadSideWorker;
+
+impl Actor for ReadSideWorker {
+    type Msg = WorkerMessage;
+    type State = WorkerState;
+    type Arguments = WorkerArguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: WorkerArguments,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let WorkerArguments {
+            runtime,
+            context,
+            shard,
+        } = arguments;
+        let wake_queued = Arc::new(AtomicBool::new(false));
+        let notices = context.commits.subscribe(shard).map(|mut receiver| {
+            let worker = myself.clone();
+            let queued = wake_queued.clone();
+            tokio::spawn(async move {
+                while receiver.changed().await.is_ok() {
+                    if !queued.swap(true, Ordering::AcqRel)
+                        && worker.cast(WorkerMessage::Wake).is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+        });
+        // The fallback poll re-reads the position too: an operator's change made on another node.
+        myself.send_interval(context.poll_interval, || WorkerMessage::Reload);
+        let _ = myself.cast(WorkerMessage::Reload);
+        tracing::debug!(read_side = %runtime.config.id, shard, "read side worker started");
+        Ok(WorkerState {
+            runtime,
+            context,
+            shard,
+            position: ReadSidePosition::default(),
+            pending: VecDeque::new(),
+            failed_attempts: 0,
+            resume_at: None,
+            wake_queued,
+            notices,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(notices) = state.notices.take() {
+            notices.abort();
+        }
+        tracing::debug!(read_side = %state.runtime.config.id, shard = state.shard, "read side worker stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: WorkerMessage,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMessage::Wake => {
+                state.wake_queued.store(false, Ordering::Release);
+                state.deliver_turn(&myself).await;
+            }
+            WorkerMessage::Reload => {
+                state.reload().await;
+                state.deliver_turn(&myself).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What became of one delivery attempt.
+enum Outcome {
+    /// Delivered (or skipped) and committed: go on with the next event.
+    Next,
+    /// Stop this turn; a timer, a notice or an operator wakes the worker again.
+    Wait,
+}
+
+impl WorkerState {
+    fn read_side_id(&self) -> &str {
+        &self.runtime.config.id
+    }
+
+    /// Reads the stored position; when it is not where this worker left it (an operator restarted or skipped,
+    /// or a stale worker elsewhere committed), what was read ahead is dropped and delivery resumes from it.
+    async fn reload(&mut self) {
+        match self
+            .context
+            .positions
+            .position(self.read_side_id(), self.shard)
+            .await
+        {
+            Ok(stored) => {
+                if stored.offset != self.position.offset || !stored.is_running() {
+                    self.pending.clear();
+                    self.failed_attempts = 0;
+                    self.resume_at = None;
+                }
+                if stored.stopped.is_some() && self.position.stopped.is_none() {
+                    tracing::warn!(read_side = %self.read_side_id(), shard = self.shard,
+                        reason = stored.stopped.as_deref().unwrap_or_default(), "read side is stopped");
+                }
+                self.position = stored;
+            }
+            Err(error) => {
+                tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, %error,
+                    "cannot read the read side position; retrying at the next poll");
+            }
+        }
+    }
+
+    /// Delivers up to [`EVENTS_PER_TURN`] events; queues another turn when more may be waiting.
+    async fn deliver_turn(&mut self, myself: &ActorRef<WorkerMessage>) {
+        if !self.position.is_running() {
+            return;
+        }
+        if let Some(resume_at) = self.resume_at {
+            if Instant::now() < resume_at {
+                return;
+            }
+            self.resume_at = None;
+        }
+        for _ in 0..EVENTS_PER_TURN {
+            if self.pending.is_empty() && !self.read_ahead(myself).await {
+                return;
+            }
+            match self.deliver_first(myself).await {
+                Outcome::Next => {}
+                Outcome::Wait => return,
+            }
+            if !self.position.is_running() {
+                return;
+            }
+        }
+        self.queue_wake(myself);
+    }
+
+    /// Fills `pending` from the journal; false when there is nothing to deliver now.
+    async fn read_ahead(&mut self, myself: &ActorRef<WorkerMessage>) -> bool {
+        let read = self
+            .context
+            .journal
+            .shard_events_after(self.shard, self.position.offset, self.context.batch_size)
+            .await;
+        match read {
+            Ok(events) => {
+                self.pending.extend(events);
+                !self.pending.is_empty()
+            }
+            Err(error) => {
+                tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, %error,
+                    "cannot read the journal; retrying");
+                self.pause_for(myself, STORE_RETRY_PAUSE);
+                false
+            }
+        }
+    }
+
+    /// Delivers the first pending event and applies the failure policy when the handler did not take it.
+    async fn deliver_first(&mut self, myself: &ActorRef<WorkerMessage>) -> Outcome {
+        let Some(event) = self.pending.front() else {
+            return Outcome::Wait;
+        };
+        let offset = event.offset;
+        if !self.runtime.listens_to(event.key.entity_type.as_str()) {
+            // Not for this read side: pass over it (the next commit covers it, or the end of the turn).
+            return self.commit(myself, offset).await;
+        }
+        let failure = match decode_event(&StoredRow {
+            revision: event.revision,
+            payload: event.payload.clone(),
+        }) {
+            Ok(wrapper) => {
+                let delivery = ReadSideDelivery {
+                    read_side_id: &self.runtime.config.id,
+                    shard: self.shard,
+                    event: &wrapper,
+                };
+                match self.runtime.handler.handle(delivery).await {
+                    Ok(()) => None,
+                    Err(error) => Some(error.to_string()),
+                }
+            }
+            Err(error) => Some(format!("the stored event cannot be decoded: {error}")),
+        };
+        let Some(reason) = failure else {
+            self.failed_attempts = 0;
+            return self.commit(myself, offset).await;
+        };
+        let event = self.pending.front().map(describe).unwrap_or_default();
+        self.failed(myself, offset, &event, &reason).await
+    }
+
+    /// Applies the failure policy to the event at `offset`.
+    async fn failed(
+        &mut self,
+        myself: &ActorRef<WorkerMessage>,
+        offset: u64,
+        event: &str,
+        reason: &str,
+    ) -> Outcome {
+        self.failed_attempts += 1;
+        let policy = self.runtime.config.failure_policy;
+        let (retries, interval, skip_at_end) = match policy {
+            FailurePolicy::Stop => (0, Duration::ZERO, false),
+            FailurePolicy::Skip => (0, Duration::ZERO, true),
+            FailurePolicy::ReplayStop { retries, interval } => (retries, interval, false),
+            FailurePolicy::ReplaySkip { retries, interval } => (retries, interval, true),
+        };
+        if self.failed_attempts <= retries {
+            tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, event, reason,
+                attempt = self.failed_attempts, retries, "read handler failed; replaying the event");
+            self.pause_for(myself, interval);
+            return Outcome::Wait;
+        }
+        self.failed_attempts = 0;
+        if skip_at_end {
+            tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, event, reason,
+                policy = policy.name(), "read handler failed; skipping the event");
+            return self.commit(myself, offset).await;
+        }
+        let stop_reason = format!(
+            "{} stopped at shard offset {offset} ({event}): {reason}",
+            policy.name()
+        );
+        tracing::error!(read_side = %self.read_side_id(), shard = self.shard, reason = %stop_reason,
+            "read side stopped; resume, restart or skip it to go on");
+        if let Err(error) = self
+            .context
+            .positions
+            .set_stopped(self.read_side_id(), self.shard, &stop_reason)
+            .await
+        {
+            tracing::error!(read_side = %self.read_side_id(), shard = self.shard, %error,
+                "cannot record the stop; it holds until this worker restarts");
+        }
+        self.position.stopped = Some(stop_reason);
+        self.pending.clear();
+        Outcome::Wait
+    }
+
+    /// Moves the stored offset to `offset` (compare-and-set from where this worker stands).
+    async fn commit(&mut self, myself: &ActorRef<WorkerMessage>, offset: u64) -> Outcome {
+        let committed = self
+            .context
+            .positions
+            .advance_offset(
+                self.read_side_id(),
+                self.shard,
+                self.position.offset,
+                offset,
+            )
+            .await;
+        match committed {
+            Ok(true) => {
+                self.pending.pop_front();
+                self.position.offset = offset;
+                Outcome::Next
+            }
+            Ok(false) => {
+                // Somebody else moved it: an operator, or a worker on a node that had the shard before.
+                tracing::info!(read_side = %self.read_side_id(), shard = self.shard,
+                    "read side position changed elsewhere; reloading");
+                self.reload().await;
+                self.pending.clear();
+                Outcome::Next
+            }
+            Err(error) => {
+                // The event is delivered again after the pause: at-least-once, never lost.
+                tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, %error,
+                    "cannot store the read side offset; the event will be delivered again");
+                self.pending.clear();
+                self.pause_for(myself, STORE_RETRY_PAUSE);
+                Outcome::Wait
+            }
+        }
+    }
+
+    /// Waits `pause` before the next attempt; a timer wakes the worker.
+    fn pause_for(&mut self, myself: &ActorRef<WorkerMessage>, pause: Duration) {
+        self.resume_at = Some(Instant::now() + pause);
+        myself.send_after(pause, || WorkerMessage::Wake);
+    }
+
+    fn queue_wake(&self, myself: &ActorRef<WorkerMessage>) {
+        if !self.wake_queued.swap(true, Ordering::AcqRel) {
+            let _ = myself.cast(WorkerMessage::Wake);
+        }
+    }
+}
+
+/// `type/id@revision`, for logs and stop reasons.
+fn describe(event: &ShardEvent) -> String {
+    format!("{}@{}", event.key, event.revision)
+}

@@ -1,0 +1,110 @@
+//! A node with read sides, for the read-side tests: settings pointing read sides at real handler servers, a
+//! manager client, and small helpers to write events and to read what the read sides were given.
+
+use std::time::Duration;
+
+use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
+use cos_core::proto::chief_of_state::v1::read_side_manager_service_client::ReadSideManagerServiceClient;
+use cos_core::proto::internal::read_side_admin_client::ReadSideAdminClient;
+use cos_core::proto::internal::{ListReadSidesRequest, ReadSideStatus};
+use tonic::transport::Channel;
+
+use super::node::TestNode;
+use super::read_handler::{Delivery, ReadHandlerServer};
+use super::script_handler::text_any;
+
+/// How long a test waits for deliveries that should come promptly.
+pub const DELIVERY_WAIT: Duration = Duration::from_secs(15);
+
+/// The settings of a node whose read sides are `read_sides` (id, server), plus `extra`.
+pub fn read_side_settings(
+    read_sides: &[(&str, &ReadHandlerServer)],
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut settings = vec![("COS_READ_SIDE_ENABLED".to_string(), "true".to_string())];
+    for (id, server) in read_sides {
+        settings.extend(server.environment(id));
+    }
+    settings.extend(
+        extra
+            .iter()
+            .map(|(key, value)| ((*key).to_string(), (*value).to_string())),
+    );
+    settings
+}
+
+/// Borrowed pairs, as [`TestNode::start`] takes them.
+pub fn as_pairs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+    settings
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
+}
+
+/// Sends `emit:<events>` to an entity and returns its new revision.
+pub async fn emit(node: &mut TestNode, entity_id: &str, events: &str) -> anyhow::Result<u32> {
+    let request = ProcessCommandRequest {
+        entity_id: entity_id.to_string(),
+        command: Some(text_any(&format!("emit:{events}"))),
+    };
+    let response = node.client.process_command(request).await?.into_inner();
+    Ok(response.meta.map_or(0, |meta| meta.revision_number))
+}
+
+/// A client of the node's ReadSideManagerService.
+pub async fn manager(node: &TestNode) -> anyhow::Result<ReadSideManagerServiceClient<Channel>> {
+    let address = format!("http://{}", node.node.local_address());
+    Ok(ReadSideManagerServiceClient::connect(address).await?)
+}
+
+/// The node's view of one read side (offsets, pauses, stops), from ReadSideAdmin.
+pub async fn read_side_status(node: &TestNode, id: &str) -> anyhow::Result<ReadSideStatus> {
+    let address = format!("http://{}", node.node.local_address());
+    let mut admin = ReadSideAdminClient::connect(address).await?;
+    let listed = admin
+        .list_read_sides(ListReadSidesRequest {})
+        .await?
+        .into_inner();
+    listed
+        .read_sides
+        .into_iter()
+        .find(|status| status.read_side_id == id)
+        .ok_or_else(|| anyhow::anyhow!("read side {id} is not listed"))
+}
+
+/// `(entity id, revision)` of each delivery, in arrival order.
+pub fn delivered(deliveries: &[Delivery]) -> Vec<(String, u32)> {
+    deliveries
+        .iter()
+        .map(|delivery| (delivery.entity_id.clone(), delivery.revision))
+        .collect()
+}
+
+/// The revisions delivered for one entity, in arrival order.
+pub fn revisions_of(deliveries: &[Delivery], entity_id: &str) -> Vec<u32> {
+    deliveries
+        .iter()
+        .filter(|delivery| delivery.entity_id == entity_id)
+        .map(|delivery| delivery.revision)
+        .collect()
+}
+
+/// `count` entity ids (`<prefix>-<n>`) that all land in one shard of `num_shards`, with that shard.
+pub fn ids_in_one_shard(prefix: &str, count: usize, num_shards: u32) -> (Vec<String>, u32) {
+    let first = format!("{prefix}-0");
+    let shard = cos_core::sharding::shard_of(&first, num_shards);
+    let ids = (0..100_000)
+        .map(|index| format!("{prefix}-{index}"))
+        .filter(|id| cos_core::sharding::shard_of(id, num_shards) == shard)
+        .take(count)
+        .collect();
+    (ids, shard)
+}
+
+/// An entity id in a different shard than `shard`.
+pub fn id_outside_shard(prefix: &str, shard: u32, num_shards: u32) -> String {
+    (0..100_000)
+        .map(|index| format!("{prefix}-{index}"))
+        .find(|id| cos_core::sharding::shard_of(id, num_shards) != shard)
+        .unwrap_or_default()
+}
