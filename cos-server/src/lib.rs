@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod logging;
 pub mod node;
 pub mod read_sides;
+pub mod readside_cli;
 pub mod readside_manager;
 
 pub use node::{NodeError, RunningNode};

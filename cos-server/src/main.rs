@@ -1,25 +1,44 @@
-//! `cos`: runs one Chief of State node.
+//! `cos`: runs one Chief of State node; `cos readside ...` operates the read sides of a running one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use cos_core::settings::{LoadOptions, Settings};
 use cos_server::RunningNode;
+use cos_server::readside_cli::{self, ReadSideCommand};
 
 /// Chief of State: a persistence service for event-sourced applications.
+///
+/// Without a subcommand `cos` runs a node.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
     /// Optional YAML or TOML settings file; `COS_*` environment variables override it.
     #[arg(long, env = "COS_CONFIG_FILE")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Operator commands against a running node; none of them start one.
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and steer the read sides of a running node.
+    Readside(ReadSideCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Readside(command)) => readside_cli::run_to_exit_code(command),
+        None => run_node(cli.config),
+    }
+}
+
+fn run_node(config: Option<PathBuf>) -> ExitCode {
     let (settings, warnings) =
-        match Settings::load_with_warnings(&LoadOptions::from_process_env(cli.config)) {
+        match Settings::load_with_warnings(&LoadOptions::from_process_env(config)) {
             Ok(loaded) => loaded,
             Err(error) => {
                 eprintln!("cos: {error}");
