@@ -6,138 +6,14 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
 use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
-use cos_core::proto::internal::ClusterStatusRequest;
-use cos_core::proto::internal::cluster_admin_client::ClusterAdminClient;
 use cos_core::sharding::shard_of;
 use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
 use cos_integration::support::database::{TestPostgres, unique_schema_name};
 use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
 
-const SECRET: &str = "cluster-test-secret";
-
-/// One node process and the ports it listens on.
-struct Node {
-    process: ChildProcess,
-    grpc: SocketAddr,
-    cluster_port: u16,
-}
-
-fn node_environment(
-    schema: &str,
-    handler: SocketAddr,
-    grpc_port: u16,
-    cluster_port: u16,
-    seeds: &str,
-    secret: &str,
-) -> Vec<(String, String)> {
-    let mut environment = TestPostgres::from_env().environment(schema);
-    let values = [
-        ("COS_ADDRESS", "127.0.0.1".to_string()),
-        ("COS_PORT", grpc_port.to_string()),
-        ("COS_WRITE_SIDE_HOST", handler.ip().to_string()),
-        ("COS_WRITE_SIDE_PORT", handler.port().to_string()),
-        ("COS_CLUSTER_PORT", cluster_port.to_string()),
-        ("COS_CLUSTER_NODE_NAME", format!("node-{cluster_port}")),
-        ("COS_CLUSTER_SEEDS", seeds.to_string()),
-        ("COS_CLUSTER_SECRET", secret.to_string()),
-        ("COS_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
-        ("COS_CLUSTER_UNREACHABLE_AFTER", "1s".to_string()),
-        ("COS_CLUSTER_DOWN_AFTER", "2s".to_string()),
-        (
-            "LOG_LEVEL",
-            std::env::var("COS_TEST_NODE_LOG").unwrap_or_else(|_| "warn".to_string()),
-        ),
-        ("LOG_STYLE", "STANDARD".to_string()),
-    ];
-    environment.extend(
-        values
-            .into_iter()
-            .map(|(key, value)| (key.to_string(), value)),
-    );
-    environment
-}
-
-async fn start_node(
-    schema: &str,
-    handler: SocketAddr,
-    seeds: &str,
-    secret: &str,
-) -> anyhow::Result<Node> {
-    let grpc_port = free_port()?;
-    let cluster_port = free_port()?;
-    let seeds = if seeds.is_empty() {
-        format!("127.0.0.1:{cluster_port}")
-    } else {
-        seeds.to_string()
-    };
-    let grpc: SocketAddr = format!("127.0.0.1:{grpc_port}").parse()?;
-    let environment = node_environment(schema, handler, grpc_port, cluster_port, &seeds, secret);
-    let process =
-        ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, grpc).await?;
-    Ok(Node {
-        process,
-        grpc,
-        cluster_port,
-    })
-}
-
-async fn status(node: &Node) -> anyhow::Result<cos_core::proto::internal::ClusterStatusResponse> {
-    let mut admin = ClusterAdminClient::connect(format!("http://{}", node.grpc)).await?;
-    Ok(admin
-        .get_cluster_status(ClusterStatusRequest {})
-        .await?
-        .into_inner())
-}
-
-/// Waits until every node sees `expected` reachable members.
-async fn wait_for_members(nodes: &[&Node], expected: usize, limit: Duration) -> anyhow::Result<()> {
-    let give_up = tokio::time::Instant::now() + limit;
-    loop {
-        let mut all_agree = true;
-        for node in nodes {
-            let view = status(node).await?;
-            let reachable = view
-                .members
-                .iter()
-                .filter(|member| member.reachable)
-                .count();
-            if reachable != expected {
-                all_agree = false;
-            }
-        }
-        if all_agree {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > give_up {
-            anyhow::bail!("members did not converge to {expected} within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn three_node_cluster(handler: SocketAddr) -> anyhow::Result<(String, Vec<Node>)> {
-    let schema = unique_schema_name();
-    let first = start_node(&schema, handler, "", SECRET).await?;
-    let seed = format!("127.0.0.1:{}", first.cluster_port);
-    let second = start_node(&schema, handler, &seed, SECRET).await?;
-    let third = start_node(&schema, handler, &seed, SECRET).await?;
-    wait_for_members(&[&first, &second, &third], 3, Duration::from_secs(20)).await?;
-    Ok((schema, vec![first, second, third]))
-}
-
-async fn send(node: &Node, entity_id: &str, script: &str) -> Result<u32, tonic::Status> {
-    let mut client = ChiefOfStateServiceClient::connect(format!("http://{}", node.grpc))
-        .await
-        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
-    let reply = client
-        .process_command(ProcessCommandRequest {
-            entity_id: entity_id.into(),
-            command: Some(text_any(script)),
-        })
-        .await?
-        .into_inner();
-    Ok(reply.meta.map_or(0, |meta| meta.revision_number))
-}
+use cos_integration::support::cluster_node::{
+    Node, SECRET, node_environment, send, start_node, status, three_node_cluster, wait_for_members,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_agree_and_commands_through_any_node_get_consecutive_revisions()

@@ -1,6 +1,7 @@
 //! Test support: real servers on real sockets. A scriptable write handler, scriptable read handlers (gRPC and
 //! HTTP), PostgreSQL schemas per test, and a helper that starts a Chief of State node on SQLite or PostgreSQL.
 
+pub mod cluster_node;
 pub mod database;
 pub mod faulty_journal;
 pub mod faulty_positions;

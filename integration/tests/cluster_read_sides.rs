@@ -1,0 +1,126 @@
+//! Read sides across a cluster of real node processes: every shard's events are delivered once the shard has
+//! a home, in order per entity, whichever node wrote them; when a node leaves, its shards' workers move with
+//! the shards and continue from the stored offsets, so nothing is lost and order per entity holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cos_integration::support::cluster_node::{
+    SECRET, send, start_node_with, three_node_cluster_with,
+};
+use cos_integration::support::read_handler::{Behaviour, Delivery, ReadHandlerServer};
+use cos_integration::support::read_side_node::read_side_settings;
+use cos_integration::support::script_handler::ScriptHandler;
+
+/// Generous: a moved shard's workers start at the new home's next placement check (every 2 s).
+const CLUSTER_DELIVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `count` distinct events were accepted (duplicates after a move do not count) and returns
+/// every accepted delivery.
+async fn wait_for_distinct(server: &ReadHandlerServer, count: usize) -> Vec<Delivery> {
+    let complete = cos_integration::support::wait_until(CLUSTER_DELIVERY_WAIT, || {
+        let distinct: std::collections::HashSet<(String, u32)> = server
+            .accepted()
+            .into_iter()
+            .map(|delivery| (delivery.entity_id, delivery.revision))
+            .collect();
+        distinct.len() >= count
+    })
+    .await;
+    assert!(
+        complete,
+        "{count} distinct events within {CLUSTER_DELIVERY_WAIT:?}"
+    );
+    server.accepted()
+}
+
+/// Revisions delivered per entity, in arrival order.
+fn by_entity(deliveries: &[Delivery]) -> BTreeMap<String, Vec<u32>> {
+    let mut revisions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for delivery in deliveries {
+        revisions
+            .entry(delivery.entity_id.clone())
+            .or_default()
+            .push(delivery.revision);
+    }
+    revisions
+}
+
+/// Every entity got revisions 1..=expected, never going back except to repeat (at-least-once): a
+/// redelivery after a move may repeat a suffix, but an event never overtakes an earlier one.
+fn assert_complete_and_ordered(deliveries: &[Delivery], entities: usize, expected: u32) {
+    let revisions = by_entity(deliveries);
+    assert_eq!(revisions.len(), entities, "every entity's events arrived");
+    for (entity, seen) in &revisions {
+        let mut distinct: Vec<u32> = seen.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (1..=expected).collect::<Vec<_>>(),
+            "{entity}: {seen:?}"
+        );
+        let mut highest = 0;
+        for revision in seen {
+            assert!(
+                *revision <= highest + 1,
+                "{entity}: revision {revision} arrived before {}: {seen:?}",
+                highest + 1
+            );
+            highest = highest.max(*revision);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_delivered_in_order_and_workers_follow_their_shards() -> anyhow::Result<()> {
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let server = ReadHandlerServer::start_grpc(Behaviour::accept_all()).await;
+    let settings = read_side_settings(&[("view", &server)], &[]);
+    let (schema, mut nodes) = three_node_cluster_with(running.address, &settings).await?;
+
+    let entities = 24;
+    for round in 0..2 {
+        for index in 0..entities {
+            let node = &nodes[(index + round) % nodes.len()];
+            send(node, &format!("acct-{index}"), "emit:x").await?;
+        }
+    }
+    let accepted = wait_for_distinct(&server, entities * 2).await;
+    assert_complete_and_ordered(&accepted, entities, 2);
+    assert_eq!(
+        accepted.len(),
+        entities * 2,
+        "no redelivery while nothing moves"
+    );
+
+    // A node leaves gracefully: its shards (and their read-side workers) move to the others.
+    let leaving = nodes.remove(0);
+    leaving.process.stop().await?;
+    for index in 0..entities {
+        send(
+            &nodes[index % nodes.len()],
+            &format!("acct-{index}"),
+            "emit:y",
+        )
+        .await?;
+    }
+    let accepted = wait_for_distinct(&server, entities * 3).await;
+    assert_complete_and_ordered(&accepted, entities, 3);
+
+    // A new node joins: the rebalance moves shards to it; the read side keeps up there too.
+    let seed = format!("127.0.0.1:{}", nodes[0].cluster_port);
+    let joining = start_node_with(&schema, running.address, &seed, SECRET, &settings).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for index in 0..entities {
+        send(&joining, &format!("acct-{index}"), "emit:z").await?;
+    }
+    let accepted = wait_for_distinct(&server, entities * 4).await;
+    assert_complete_and_ordered(&accepted, entities, 4);
+    joining.process.stop().await?;
+    for node in nodes {
+        node.process.stop().await?;
+    }
+    Ok(())
+}
