@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -66,6 +67,8 @@ pub struct HostState {
     num_shards: u32,
     cluster: Option<RegionCluster>,
     hosted: BTreeSet<u32>,
+    /// Per hosted shard, the flag that tells its workers to stop delivering (set when it is released).
+    released: HashMap<u32, Arc<AtomicBool>>,
     workers: HashMap<(String, u32), ActorRef<WorkerMessage>>,
     by_actor: HashMap<ActorId, (String, u32)>,
     /// Bumped when a shard is released: a placement answer asked for before is stale.
@@ -96,6 +99,7 @@ impl Actor for ReadSideHost {
             num_shards: arguments.num_shards,
             cluster,
             hosted: BTreeSet::new(),
+            released: HashMap::new(),
             workers: HashMap::new(),
             by_actor: HashMap::new(),
             epochs: HashMap::new(),
@@ -128,6 +132,9 @@ impl Actor for ReadSideHost {
         _myself: ActorRef<Self::Msg>,
         state: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
+        for flag in state.released.values() {
+            flag.store(true, Ordering::Release);
+        }
         let workers: Vec<ActorRef<WorkerMessage>> = state.workers.drain().map(|(_, w)| w).collect();
         stop_all(workers).await;
         Ok(())
@@ -205,6 +212,8 @@ impl HostState {
         if !self.hosted.insert(shard) {
             return;
         }
+        self.released
+            .insert(shard, Arc::new(AtomicBool::new(false)));
         for runtime in self.read_sides.clone() {
             self.start_worker(myself, runtime, shard).await;
         }
@@ -217,10 +226,16 @@ impl HostState {
         shard: u32,
     ) {
         let read_side_id = runtime.config.id.clone();
+        let released = self
+            .released
+            .entry(shard)
+            .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+            .clone();
         let arguments = WorkerArguments {
             runtime,
             context: self.context.clone(),
             shard,
+            released,
         };
         match Actor::spawn_linked(None, ReadSideWorker, arguments, myself.get_cell()).await {
             Ok((worker, _join)) => {
@@ -242,6 +257,9 @@ impl HostState {
         *self.epochs.entry(shard).or_default() += 1;
         if !self.hosted.remove(&shard) {
             return;
+        }
+        if let Some(flag) = self.released.remove(&shard) {
+            flag.store(true, Ordering::Release);
         }
         let keys: Vec<(String, u32)> = self
             .workers

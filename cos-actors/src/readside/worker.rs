@@ -42,6 +42,9 @@ pub struct WorkerArguments {
     pub runtime: Arc<ReadSideRuntime>,
     pub context: Arc<ReadSideContext>,
     pub shard: u32,
+    /// Set by the host when the shard is released: the worker ends its turn after the current event, so a
+    /// hand-off waits for at most one handler call.
+    pub released: Arc<AtomicBool>,
 }
 
 /// The state of a worker.
@@ -61,6 +64,7 @@ pub struct WorkerState {
     wake_queued: Arc<AtomicBool>,
     /// Forwards commit notices as Wakes; aborted when the worker stops.
     notices: Option<JoinHandle<()>>,
+    released: Arc<AtomicBool>,
 }
 
 /// The worker actor.
@@ -80,6 +84,7 @@ impl Actor for ReadSideWorker {
             runtime,
             context,
             shard,
+            released,
         } = arguments;
         let wake_queued = Arc::new(AtomicBool::new(false));
         let notices = context.commits.subscribe(shard).map(|mut receiver| {
@@ -109,6 +114,7 @@ impl Actor for ReadSideWorker {
             resume_at: None,
             wake_queued,
             notices,
+            released,
         })
     }
 
@@ -197,6 +203,9 @@ impl WorkerState {
             self.resume_at = None;
         }
         for _ in 0..EVENTS_PER_TURN {
+            if self.released.load(Ordering::Acquire) {
+                return;
+            }
             if self.pending.is_empty() && !self.read_ahead(myself).await {
                 return;
             }

@@ -56,7 +56,8 @@ pub trait ReadSideStore: Send + Sync + 'static {
         paused: bool,
     ) -> Result<(), StoreError>;
 
-    /// The worker's commit: moves the offset from `expected` to `offset` only if it is still `expected`.
+    /// The worker's commit: moves the offset from `expected` to `offset` only if it is still `expected`
+    /// (a missing position is created, so a worker can never be stuck on a row somebody deleted).
     /// `false` means somebody else moved it (an operator, or another worker) and the caller must reload.
     async fn advance_offset(
         &self,

@@ -93,8 +93,10 @@ impl ReadSideStore for SqliteJournal {
         offset: u64,
     ) -> Result<bool, StoreError> {
         let moved = sqlx::query(
-            "UPDATE cos_read_side_positions SET shard_offset = ?4, updated_at = ?5 \
-             WHERE read_side_id = ?1 AND shard = ?2 AND shard_offset = ?3",
+            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
+             VALUES (?1, ?2, ?4, ?5) ON CONFLICT (read_side_id, shard) \
+             DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at \
+             WHERE cos_read_side_positions.shard_offset = ?3",
         )
         .bind(read_side_id)
         .bind(i64::from(shard))
