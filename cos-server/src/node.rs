@@ -163,6 +163,7 @@ impl RunningNode {
                     journal: journal.clone(),
                     positions: positions.clone(),
                     commits,
+                    keepalive: settings.grpc_client.keepalive,
                     cluster: cluster.as_ref().map(ClusterNode::region_cluster),
                 })
                 .await?

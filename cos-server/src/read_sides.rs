@@ -47,6 +47,8 @@ pub(crate) struct ReadSideStart<'a> {
     pub journal: Arc<dyn Journal>,
     pub positions: Arc<dyn ReadSideStore>,
     pub commits: ShardCommits,
+    /// `COS_GRPC_KEEPALIVE_*`, for gRPC read handlers as for write handlers.
+    pub keepalive: Option<cos_core::settings::KeepaliveSettings>,
     /// `None` on a single node.
     pub cluster: Option<RegionCluster>,
 }
@@ -77,12 +79,12 @@ pub(crate) async fn start_read_sides(
                 read_side: config.id.clone(),
                 source,
             })?;
-        let handler = read_handler_for(config, start.settings.breaker).map_err(|source| {
-            ReadSideStartError::Handler {
+        let handler = read_handler_for(config, start.settings.breaker, start.keepalive).map_err(
+            |source| ReadSideStartError::Handler {
                 read_side: config.id.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         tracing::info!(read_side = %config.id, protocol = ?config.protocol, host = %config.host,
             port = config.port, failure_policy = config.failure_policy.name(),
             auto_start = config.auto_start, "read side configured");

@@ -60,6 +60,9 @@ async fn a_yaml_folder_configures_grpc_and_http_read_sides() -> anyhow::Result<(
     node.stop().await
 }
 
+/// Extra environment variables of one start-up attempt.
+type Variables<'a> = Vec<(&'a str, &'a str)>;
+
 /// Starts `cos` with only `variables` (SQLite default store) and returns its exit code and stderr.
 fn start_cos(variables: &[(&str, &str)]) -> (Option<i32>, String) {
     let binary = sibling_binary("cos").unwrap_or_else(|error| panic!("{error}"));
@@ -91,7 +94,7 @@ fn a_bad_read_side_stops_start_up_naming_the_read_side_and_the_setting() -> anyh
         ("COS_WRITE_SIDE_PORT", "1"),
         ("COS_READ_SIDE_ENABLED", "true"),
     ];
-    let cases: [(Vec<(&str, &str)>, &[&str]); 4] = [
+    let cases: [(Variables, &[&str]); 4] = [
         (
             vec![("COS_READ_SIDE_CONFIG", file.as_str())],
             &["audit", "failurePolicy", "RETRY_FOREVER"],

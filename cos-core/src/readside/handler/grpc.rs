@@ -17,6 +17,7 @@ use super::{
 use crate::proto::chief_of_state::v1::HandleReadSideRequest;
 use crate::proto::chief_of_state::v1::read_side_handler_service_client::ReadSideHandlerServiceClient;
 use crate::readside::ReadSideConfig;
+use crate::settings::KeepaliveSettings;
 
 /// Longest wait for a TCP/TLS connection; the call deadline still applies on top of it.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,7 +32,10 @@ pub struct GrpcReadHandler {
 impl GrpcReadHandler {
     /// Builds the channel without connecting: an unreachable handler fails events, not start-up. Must run
     /// inside a tokio runtime.
-    pub fn connect_lazy(config: &ReadSideConfig) -> Result<Self, ReadHandlerSetupError> {
+    pub fn connect_lazy(
+        config: &ReadSideConfig,
+        keepalive: Option<KeepaliveSettings>,
+    ) -> Result<Self, ReadHandlerSetupError> {
         let scheme = if config.use_tls { "https" } else { "http" };
         let address = format!("{scheme}://{}", host_and_port(&config.host, config.port));
         let mut endpoint = Endpoint::from_shared(address.clone())
@@ -48,6 +52,12 @@ impl GrpcReadHandler {
                     address: address.clone(),
                     reason: error.to_string(),
                 })?;
+        }
+        if let Some(keepalive) = keepalive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout)
+                .keep_alive_while_idle(keepalive.while_idle);
         }
         Ok(Self {
             client: ReadSideHandlerServiceClient::new(endpoint.connect_lazy()),

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use super::{ReadSideBreaker, ReadSideConfig, ReadSideProtocol};
 use crate::proto::chief_of_state::v1::EventWrapper;
+use crate::settings::KeepaliveSettings;
 
 pub use breaker::BreakerReadHandler;
 pub use grpc::GrpcReadHandler;
@@ -96,15 +97,16 @@ pub enum ReadHandlerSetupError {
 }
 
 /// Builds the client a read side calls: gRPC or HTTP per `config.protocol`, wrapped in the read side's own
-/// breaker when `breaker` is given. Nothing connects here (an unreachable handler fails events, not start-up),
+/// breaker when `breaker` is given; gRPC channels use the node's `COS_GRPC_KEEPALIVE_*` settings. Nothing connects here (an unreachable handler fails events, not start-up),
 /// but it must run inside a tokio runtime (the gRPC channel spawns its worker) and may read the system trust
 /// store, so call it once per read side at start-up.
 pub fn read_handler_for(
     config: &ReadSideConfig,
     breaker: Option<ReadSideBreaker>,
+    keepalive: Option<KeepaliveSettings>,
 ) -> Result<Arc<dyn ReadHandler>, ReadHandlerSetupError> {
     let handler: Arc<dyn ReadHandler> = match config.protocol {
-        ReadSideProtocol::Grpc => Arc::new(GrpcReadHandler::connect_lazy(config)?),
+        ReadSideProtocol::Grpc => Arc::new(GrpcReadHandler::connect_lazy(config, keepalive)?),
         ReadSideProtocol::Http => Arc::new(HttpReadHandler::new(config)?),
     };
     match breaker {
@@ -156,7 +158,8 @@ pub(crate) mod test_support {
         shard: u32,
         times: usize,
     ) -> Vec<Result<(), super::ReadHandlerError>> {
-        let handler = match super::read_handler_for(&config(protocol, port, timeout), breaker) {
+        let handler = match super::read_handler_for(&config(protocol, port, timeout), breaker, None)
+        {
             Ok(handler) => handler,
             Err(error) => panic!("handler setup failed: {error}"),
         };
@@ -221,7 +224,7 @@ mod tests {
             let mut config = test_support::config(protocol, 8080, Duration::from_secs(1));
             config.host = "bad host/x".to_string();
 
-            let error = read_handler_for(&config, None).err();
+            let error = read_handler_for(&config, None, None).err();
 
             assert!(
                 matches!(&error, Some(ReadHandlerSetupError::InvalidAddress { address, .. })

@@ -54,7 +54,7 @@ async fn deliver(
     events: &[(&str, &str)],
 ) -> Vec<Result<(), ReadHandlerError>> {
     let config = server.read_side_config(READ_SIDE, timeout);
-    let handler = read_handler_for(&config, None).expect("read handler client");
+    let handler = read_handler_for(&config, None, None).expect("read handler client");
     let mut results = Vec::new();
     for (revision, (entity_id, text)) in (1..).zip(events) {
         let stored = event(entity_id, revision, text);
@@ -354,7 +354,7 @@ async fn a_stopped_server_is_unreachable_and_a_restarted_one_takes_its_port() {
         let config = server.read_side_config(READ_SIDE, CALL_TIMEOUT);
         server.shutdown().await;
 
-        let handler = read_handler_for(&config, None).expect("read handler client");
+        let handler = read_handler_for(&config, None, None).expect("read handler client");
         let stored = event("a", 1, "x");
         let delivery = ReadSideDelivery {
             read_side_id: READ_SIDE,
