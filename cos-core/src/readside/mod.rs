@@ -181,6 +181,24 @@ pub fn load_read_sides(
     })
 }
 
+/// Node-wide read-side variables (the per-read-side ones start with `COS_READ_SIDE_CONFIG__`).
+const GLOBAL_VARIABLES: &[&str] = &[
+    ENABLED_VARIABLE,
+    CONFIG_PATH_VARIABLE,
+    "COS_READ_SIDE_BREAKER_ENABLED",
+    "COS_READ_SIDE_BREAKER_MAX_FAILURES",
+    "COS_READ_SIDE_BREAKER_CALL_TIMEOUT",
+    "COS_READ_SIDE_BREAKER_RESET_TIMEOUT",
+    "COS_READ_SIDE_REPLAY_ATTEMPTS",
+    "COS_READ_SIDE_REPLAY_INTERVAL",
+];
+
+/// Whether something reads this `COS_READ_SIDE_*` variable (upper case), so a misspelt one is warned about
+/// instead of silently ignored.
+pub fn is_read_side_variable(upper_name: &str) -> bool {
+    GLOBAL_VARIABLES.contains(&upper_name) || upper_name.starts_with("COS_READ_SIDE_CONFIG__")
+}
+
 /// Keeps the order of definition and refuses an id seen before, naming both places.
 fn reject_duplicates(located: Vec<Located>) -> Result<Vec<ReadSideConfig>, ReadSideConfigError> {
     let mut first_origin_by_id: HashMap<String, String> = HashMap::new();

@@ -339,6 +339,9 @@ fn is_read_elsewhere(upper_name: &str) -> bool {
 
 fn is_known_variable(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
+    if upper.starts_with("COS_READ_SIDE_") {
+        return crate::readside::is_read_side_variable(&upper);
+    }
     if is_read_elsewhere(&upper) {
         return true;
     }

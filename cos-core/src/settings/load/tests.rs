@@ -447,6 +447,8 @@ fn config_file_problems_are_reported() {
 fn unknown_cos_variables_are_returned_as_warnings() {
     let (_settings, warnings) = Settings::load_with_warnings(&with_handler(&[
         ("COS_SNAPSHOT_FREQUENCYY", "10"),
+        ("COS_READ_SIDE_REPLAY_INTERVALL", "1s"),
+        ("COS_READ_SIDE_BREAKER_MAX_FAILURES", "3"),
         ("COS_READ_SIDE_ENABLED", "false"),
         ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
         ("COS_SUBSCRIPTION_ENABLED", "false"),
@@ -458,7 +460,10 @@ fn unknown_cos_variables_are_returned_as_warnings() {
     .expect("ok");
     assert_eq!(
         warnings,
-        vec!["unknown environment variable COS_SNAPSHOT_FREQUENCYY is ignored".to_string()]
+        vec![
+            "unknown environment variable COS_READ_SIDE_REPLAY_INTERVALL is ignored".to_string(),
+            "unknown environment variable COS_SNAPSHOT_FREQUENCYY is ignored".to_string(),
+        ]
     );
 }
 
