@@ -94,7 +94,7 @@ fn a_bad_read_side_stops_start_up_naming_the_read_side_and_the_setting() -> anyh
         ("COS_WRITE_SIDE_PORT", "1"),
         ("COS_READ_SIDE_ENABLED", "true"),
     ];
-    let cases: [(Variables, &[&str]); 4] = [
+    let cases: [(Variables, &[&str]); 5] = [
         (
             vec![("COS_READ_SIDE_CONFIG", file.as_str())],
             &["audit", "failurePolicy", "RETRY_FOREVER"],
@@ -114,6 +114,14 @@ fn a_bad_read_side_stops_start_up_naming_the_read_side_and_the_setting() -> anyh
                 ("COS_READ_SIDE_REPLAY_INTERVAL", "soon"),
             ],
             &["COS_READ_SIDE_REPLAY_INTERVAL", "\"soon\""],
+        ),
+        (
+            vec![
+                ("COS_READ_SIDE_CONFIG__HOST__search", "127.0.0.1"),
+                ("COS_READ_SIDE_CONFIG__PORT__search", "9"),
+                ("COS_READ_SIDE_CONFIG__ENTITY_TYPES__search", "acounts"),
+            ],
+            &["search", "\"acounts\"", "not a configured entity type"],
         ),
     ];
     for (extra, expected) in cases {

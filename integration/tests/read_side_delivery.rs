@@ -58,6 +58,7 @@ async fn every_event_reaches_grpc_and_http_handlers_in_order_with_headers(
             );
             let shard = shard_of(&delivery.entity_id, SHARDS).to_string();
             assert_eq!(delivery.header_event_tag.as_deref(), Some(shard.as_str()));
+            assert_eq!(delivery.header_entity_type.as_deref(), Some("default"));
             let expected_event = ["opened", "credited", "debited"][delivery.revision as usize - 1];
             assert_eq!(delivery.event_text(), expected_event);
             assert!(
@@ -186,6 +187,12 @@ async fn a_read_side_listens_only_to_its_entity_types(backend: Backend) -> anyho
         .map(|delivery| delivery.entity_id.clone())
         .collect();
     assert_eq!(orders_only.deliveries().len(), 2);
+    assert!(
+        orders_only
+            .accepted()
+            .iter()
+            .all(|delivery| delivery.header_entity_type.as_deref() == Some("orders"))
+    );
     assert_eq!(
         entities,
         HashSet::from(["o-1".to_string(), "o-2".to_string()])

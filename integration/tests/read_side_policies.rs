@@ -27,7 +27,7 @@ async fn start(
 ) -> anyhow::Result<TestNode> {
     let mut settings_extra = vec![
         ("COS_READ_SIDE_CONFIG__FAILURE_POLICY__view", policy),
-        ("COS_READ_SIDE_REPLAY_ATTEMPTS", "2"),
+        ("COS_READ_SIDE_REPLAY_RETRIES", "2"),
         ("COS_READ_SIDE_REPLAY_INTERVAL", "100ms"),
     ];
     settings_extra.extend_from_slice(extra);

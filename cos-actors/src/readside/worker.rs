@@ -259,6 +259,7 @@ impl WorkerState {
                 let delivery = ReadSideDelivery {
                     read_side_id: &self.runtime.config.id,
                     shard: self.shard,
+                    entity_type: event.key.entity_type.as_str(),
                     event: &wrapper,
                 };
                 match self.runtime.handler.handle(delivery).await {
@@ -317,7 +318,7 @@ impl WorkerState {
             .await
         {
             tracing::error!(read_side = %self.read_side_id(), shard = self.shard, %error,
-                "cannot record the stop; it holds until this worker restarts");
+                "cannot record the stop; the event is retried at the next poll");
         }
         self.position.stopped = Some(stop_reason);
         self.pending.clear();

@@ -1,4 +1,4 @@
-//! `COS_READ_SIDE_REPLAY_ATTEMPTS` and `COS_READ_SIDE_REPLAY_INTERVAL` (not in the original, which fixes 5
+//! `COS_READ_SIDE_REPLAY_RETRIES` and `COS_READ_SIDE_REPLAY_INTERVAL` (not in the original, which fixes 5
 //! replays 5 s apart): how REPLAY_STOP and REPLAY_SKIP retry a failed event. The defaults are the original's.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::values::{global_text, invalid_global, parse_duration};
 use super::{FailurePolicy, ReadSideConfig, ReadSideConfigError};
 
-const ATTEMPTS: &str = "COS_READ_SIDE_REPLAY_ATTEMPTS";
+const RETRIES: &str = "COS_READ_SIDE_REPLAY_RETRIES";
 const INTERVAL: &str = "COS_READ_SIDE_REPLAY_INTERVAL";
 
 /// Retries after the first failure, and the pause between them.
@@ -21,13 +21,13 @@ pub(super) struct Replay {
 pub(super) fn load_replay(
     environment: &HashMap<String, String>,
 ) -> Result<Replay, ReadSideConfigError> {
-    let attempts_text = global_text(environment, ATTEMPTS, "5");
-    let retries = match attempts_text.parse::<u32>() {
+    let retries_text = global_text(environment, RETRIES, "5");
+    let retries = match retries_text.parse::<u32>() {
         Ok(count) if (1..=100).contains(&count) => count,
         _ => {
             return Err(invalid_global(
-                ATTEMPTS,
-                attempts_text,
+                RETRIES,
+                retries_text,
                 "must be an integer between 1 and 100",
             ));
         }
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn replay_settings_are_validated_with_one_line_errors() {
-        let replay = load(&[(ATTEMPTS, "2"), (INTERVAL, "100ms")]).expect("valid");
+        let replay = load(&[(RETRIES, "2"), (INTERVAL, "100ms")]).expect("valid");
         assert_eq!(
             replay,
             Replay {
@@ -102,8 +102,8 @@ mod tests {
             }
         );
         for (name, value, rule) in [
-            (ATTEMPTS, "0", "must be an integer between 1 and 100"),
-            (ATTEMPTS, "many", "must be an integer between 1 and 100"),
+            (RETRIES, "0", "must be an integer between 1 and 100"),
+            (RETRIES, "many", "must be an integer between 1 and 100"),
             (
                 INTERVAL,
                 "1ms",

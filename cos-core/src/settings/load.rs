@@ -132,6 +132,7 @@ impl Settings {
             cluster,
             read_sides: crate::readside::load_read_sides(&options.environment)?,
         };
+        check_read_side_entity_types(&settings)?;
         Ok((settings, sources.warnings()))
     }
 }
@@ -164,6 +165,31 @@ fn check_server_protocol(sources: &Sources<'_>) -> Result<(), SettingsError> {
         }
         _ => Err(raw.invalid("must be grpc (http and both are not available in this build yet)")),
     }
+}
+
+/// Refuses a read side whose `entityTypes` names a type this node does not serve: it would silently receive
+/// nothing of it (most likely a typo).
+fn check_read_side_entity_types(settings: &Settings) -> Result<(), SettingsError> {
+    let known: Vec<&str> = settings
+        .entity_types
+        .types
+        .keys()
+        .map(|entity_type| entity_type.as_str())
+        .collect();
+    for read_side in &settings.read_sides.read_sides {
+        for listed in read_side.entity_types.iter().flatten() {
+            if !known.contains(&listed.as_str()) {
+                return Err(crate::readside::ReadSideConfigError::Invalid {
+                    read_side: read_side.id.clone(),
+                    setting: "entity types".to_string(),
+                    value: listed.clone(),
+                    rule: format!("is not a configured entity type (known: {})", known.join(", ")),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_listen_address(sources: &Sources<'_>) -> Result<SocketAddr, SettingsError> {

@@ -180,6 +180,7 @@ mod tests {
     async fn call(handler: &BreakerReadHandler) -> Result<(), ReadHandlerError> {
         let event = test_support::event();
         let delivery = ReadSideDelivery {
+            entity_type: "accounts",
             read_side_id: "accounts-view",
             shard: 2,
             event: &event,

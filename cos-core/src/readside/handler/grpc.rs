@@ -11,8 +11,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{
-    ENTITY_ID_HEADER, EVENT_TAG_HEADER, ReadHandler, ReadHandlerError, ReadHandlerSetupError,
-    ReadSideDelivery, millis,
+    ENTITY_ID_HEADER, ENTITY_TYPE_HEADER, EVENT_TAG_HEADER, ReadHandler, ReadHandlerError,
+    ReadHandlerSetupError, ReadSideDelivery, millis,
 };
 use crate::proto::chief_of_state::v1::HandleReadSideRequest;
 use crate::proto::chief_of_state::v1::read_side_handler_service_client::ReadSideHandlerServiceClient;
@@ -87,6 +87,10 @@ impl GrpcReadHandler {
             ),
         }
         metadata.insert(EVENT_TAG_HEADER, MetadataValue::from(delivery.shard));
+        // Entity type names are validated to a-z, 0-9, '_' and '-', so they are always valid metadata.
+        if let Ok(entity_type) = MetadataValue::try_from(delivery.entity_type) {
+            metadata.insert(ENTITY_TYPE_HEADER, entity_type);
+        }
         request
     }
 

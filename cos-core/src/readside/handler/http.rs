@@ -25,8 +25,8 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use super::grpc::host_and_port;
 use super::json::read_side_request_body;
 use super::{
-    ENTITY_ID_HEADER, EVENT_TAG_HEADER, ReadHandler, ReadHandlerError, ReadHandlerSetupError,
-    ReadSideDelivery, millis,
+    ENTITY_ID_HEADER, ENTITY_TYPE_HEADER, EVENT_TAG_HEADER, ReadHandler, ReadHandlerError,
+    ReadHandlerSetupError, ReadSideDelivery, millis,
 };
 use crate::readside::ReadSideConfig;
 
@@ -105,7 +105,8 @@ impl HttpReadHandler {
             .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, "application/json")
             .header(CONNECTION, "close")
-            .header(EVENT_TAG_HEADER, delivery.shard.to_string());
+            .header(EVENT_TAG_HEADER, delivery.shard.to_string())
+            .header(ENTITY_TYPE_HEADER, delivery.entity_type);
         // HTTP header values may carry any byte but controls; the body has `meta.entity_id` anyway.
         match HeaderValue::from_bytes(delivery.entity_id().as_bytes()) {
             Ok(entity_id) => builder = builder.header(ENTITY_ID_HEADER, entity_id),

@@ -244,6 +244,7 @@ mod tests {
     fn request_body_carries_anys_as_base64_and_always_the_read_side_id() {
         let event = test_support::event();
         let delivery = ReadSideDelivery {
+            entity_type: "accounts",
             read_side_id: "accounts-view",
             shard: 1,
             event: &event,
@@ -266,6 +267,7 @@ mod tests {
 
         let bare = crate::proto::chief_of_state::v1::EventWrapper::default();
         let bare_body = read_side_request_body(ReadSideDelivery {
+            entity_type: "accounts",
             read_side_id: "accounts-view",
             shard: 1,
             event: &bare,

@@ -28,6 +28,9 @@ pub use http::HttpReadHandler;
 pub const ENTITY_ID_HEADER: &str = "x-cos-entity-id";
 /// Request header carrying the event tag: the shard number as decimal text.
 pub const EVENT_TAG_HEADER: &str = "x-cos-event-tag";
+/// Request header carrying the event's entity type (not in the original, which had one type): with several
+/// types, equal ids of different types are different entities and only this tells them apart.
+pub const ENTITY_TYPE_HEADER: &str = "x-cos-entity-type";
 
 /// What one delivery is: the event as stored plus where it sits.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +39,8 @@ pub struct ReadSideDelivery<'a> {
     pub read_side_id: &'a str,
     /// The shard (event tag) the event was read from; sent as `x-cos-event-tag`.
     pub shard: u32,
+    /// The entity type of the event; sent as `x-cos-entity-type`.
+    pub entity_type: &'a str,
     /// The journal record: event, resulting state and meta.
     pub event: &'a EventWrapper,
 }
@@ -169,6 +174,7 @@ pub(crate) mod test_support {
             let delivery = super::ReadSideDelivery {
                 read_side_id: "accounts-view",
                 shard,
+                entity_type: "accounts",
                 event: &event,
             };
             results.push(handler.handle(delivery).await);

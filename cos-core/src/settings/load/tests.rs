@@ -524,3 +524,17 @@ fn the_write_side_breaker_is_validated_only_when_enabled() {
         "{error}"
     );
 }
+
+#[test]
+fn a_read_side_listening_to_an_unknown_entity_type_stops_start_up() {
+    let error = load_error(&with_handler(&[
+        ("COS_READ_SIDE_ENABLED", "true"),
+        ("COS_READ_SIDE_CONFIG__HOST__RS1", "localhost"),
+        ("COS_READ_SIDE_CONFIG__PORT__RS1", "50052"),
+        ("COS_READ_SIDE_CONFIG__ENTITY_TYPES__RS1", "default,acounts"),
+    ]));
+    assert_eq!(
+        error,
+        "read side \"RS1\": entity types \"acounts\" is not a configured entity type (known: default)"
+    );
+}

@@ -4,7 +4,7 @@ use cos_core::proto::chief_of_state::v1::read_side_handler_service_server::{
     ReadSideHandlerService, ReadSideHandlerServiceServer,
 };
 use cos_core::proto::chief_of_state::v1::{HandleReadSideRequest, HandleReadSideResponse};
-use cos_core::readside::handler::{ENTITY_ID_HEADER, EVENT_TAG_HEADER};
+use cos_core::readside::handler::{ENTITY_ID_HEADER, ENTITY_TYPE_HEADER, EVENT_TAG_HEADER};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
@@ -29,6 +29,7 @@ impl ReadSideHandlerService for GrpcReadHandler {
     ) -> Result<Response<HandleReadSideResponse>, Status> {
         let headers = DeliveryHeaders {
             entity_id: text_header(request.metadata(), ENTITY_ID_HEADER),
+            entity_type: text_header(request.metadata(), ENTITY_TYPE_HEADER),
             event_tag: text_header(request.metadata(), EVENT_TAG_HEADER),
             content_type: text_header(request.metadata(), "content-type"),
             raw_json: None,

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cos_core::proto::chief_of_state::v1::{HandleReadSideRequest, Header, MetaData, header};
-use cos_core::readside::handler::{ENTITY_ID_HEADER, EVENT_TAG_HEADER};
+use cos_core::readside::handler::{ENTITY_ID_HEADER, ENTITY_TYPE_HEADER, EVENT_TAG_HEADER};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::CONTENT_TYPE;
@@ -77,6 +77,7 @@ async fn handle(
     };
     let mut headers = DeliveryHeaders {
         entity_id: header(ENTITY_ID_HEADER),
+        entity_type: header(ENTITY_TYPE_HEADER),
         event_tag: header(EVENT_TAG_HEADER),
         content_type: header(CONTENT_TYPE.as_str()),
         raw_json: None,

@@ -148,6 +148,8 @@ pub struct Delivery {
     pub header_entity_id: Option<String>,
     /// The `x-cos-event-tag` header: the shard number as decimal text.
     pub header_event_tag: Option<String>,
+    /// The `x-cos-entity-type` header.
+    pub header_entity_type: Option<String>,
     /// The `content-type` header (`application/grpc` or `application/json`).
     pub content_type: Option<String>,
     /// HTTP only: the request body as received (`None` over gRPC or when the body is not JSON).
@@ -174,6 +176,7 @@ impl Delivery {
             meta,
             header_entity_id: headers.entity_id,
             header_event_tag: headers.event_tag,
+            header_entity_type: headers.entity_type,
             content_type: headers.content_type,
             raw_json: headers.raw_json,
             answered: Answer::Unanswered,
@@ -209,6 +212,7 @@ impl Delivery {
 #[derive(Debug, Default)]
 struct DeliveryHeaders {
     entity_id: Option<String>,
+    entity_type: Option<String>,
     event_tag: Option<String>,
     content_type: Option<String>,
     raw_json: Option<serde_json::Value>,

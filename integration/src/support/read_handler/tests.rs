@@ -59,6 +59,7 @@ async fn deliver(
     for (revision, (entity_id, text)) in (1..).zip(events) {
         let stored = event(entity_id, revision, text);
         let delivery = ReadSideDelivery {
+            entity_type: "accounts",
             read_side_id: READ_SIDE,
             shard: 7,
             event: &stored,
@@ -357,6 +358,7 @@ async fn a_stopped_server_is_unreachable_and_a_restarted_one_takes_its_port() {
         let handler = read_handler_for(&config, None, None).expect("read handler client");
         let stored = event("a", 1, "x");
         let delivery = ReadSideDelivery {
+            entity_type: "accounts",
             read_side_id: READ_SIDE,
             shard: 7,
             event: &stored,
