@@ -94,7 +94,7 @@ pub(crate) async fn start_read_sides(
         }));
     }
     start
-        .positions
+        .journal
         .guard_compaction(enabled.iter().map(|config| config.id.clone()).collect());
     let placement = match start.cluster {
         Some(cluster) => Placement::Cluster(cluster),

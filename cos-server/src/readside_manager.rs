@@ -4,7 +4,9 @@
 //!
 //! Better than the original: a shard out of range is INVALID_ARGUMENT for every *ByShard* call, an unknown
 //! read side is NOT_FOUND, and SkipOffset skips exactly the next undelivered event of the shard (the next one
-//! the read side listens to) and names it in the `x-cos-skipped` response header.
+//! the read side listens to) and names it in the `x-cos-skipped` response header. SkipOffset for all shards
+//! skips on the *stopped* shards only: skipping the next event of a healthy shard would drop an event its
+//! handler never refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -397,13 +399,42 @@ impl ReadSideManagerService for ReadSideManager {
     ) -> Result<Response<SkipOffsetResponse>, Status> {
         let control = &self.control;
         let config = control.read_side(&request.get_ref().read_side_id)?;
+        let stopped: Vec<u32> = control
+            .positions
+            .positions(&config.id)
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .filter(|(_, position)| position.stopped.is_some())
+            .map(|(shard, _)| shard)
+            .collect();
+        if stopped.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "no shard of read side {:?} is stopped; use SkipOffsetByShard to skip an event of a running shard",
+                config.id
+            )));
+        }
         let mut skipped = Vec::new();
-        for shard in 0..control.num_shards {
-            if let Some(event) = control.skip_next(config, shard).await? {
-                skipped.push((shard, event));
+        let mut failures = Vec::new();
+        for shard in stopped {
+            match control.skip_next(config, shard).await {
+                Ok(Some(event)) => skipped.push((shard, event)),
+                Ok(None) => {}
+                Err(status) => failures.push(format!("shard {shard}: {}", status.message())),
             }
         }
         control.reload(&config.id, None);
+        if !failures.is_empty() {
+            // Say what was skipped before the failure as well as what failed.
+            let mut status = Status::unavailable(format!(
+                "skipped on {} shard(s), failed on {}: {}",
+                skipped.len(),
+                failures.len(),
+                failures.join("; ")
+            ));
+            *status.metadata_mut() = with_skipped((), &skipped).metadata().clone();
+            return Err(status);
+        }
         Ok(with_skipped(
             SkipOffsetResponse { successful: true },
             &skipped,

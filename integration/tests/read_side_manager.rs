@@ -247,14 +247,37 @@ async fn skip_passes_exactly_the_stuck_event_and_names_it(backend: Backend) -> a
     );
     assert_eq!(revisions_of(&server.deliveries(), &poison).len(), 1);
 
-    // Skipping every shard: only shards with an undelivered event move, each named once.
+    // Skipping on every shard passes over the stuck event of each stopped shard only: a paused shard with
+    // a backlog keeps its events.
     let mut client = manager(&node).await?;
+    let other = id_outside_shard("other", shard, SHARDS);
+    let other_shard = cos_core::sharding::shard_of(&other, SHARDS);
+    server.set_behaviour(Behaviour::new(Rule::EventText(
+        "poison-2".to_string(),
+        Reply::Fail,
+    )));
     client
-        .pause_read_side(PauseReadSideRequest {
+        .pause_read_side_by_shard(PauseReadSideByShardRequest {
             read_side_id: "view".to_string(),
+            cluster_shard_number: u64::from(other_shard),
         })
         .await?;
-    emit(&mut node, &follower, "paused-1").await?;
+    emit(&mut node, &other, "kept").await?;
+    emit(&mut node, &follower, "poison-2").await?;
+    let stopped = cos_integration::support::wait_until(DELIVERY_WAIT, || {
+        revisions_of(&server.deliveries(), &follower).len() == 3
+    })
+    .await;
+    assert!(stopped, "the third event of the follower was refused");
+    let stopped_reason = loop {
+        let status = read_side_status(&node, "view").await?;
+        let reason = status.shards[shard as usize].stopped_reason.clone();
+        if !reason.is_empty() {
+            break reason;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(stopped_reason.contains(&follower), "{stopped_reason}");
     let response = client
         .skip_offset(SkipOffsetRequest {
             read_side_id: "view".to_string(),
@@ -271,6 +294,24 @@ async fn skip_passes_exactly_the_stuck_event_and_names_it(backend: Backend) -> a
         vec![format!(
             "shard={shard} offset=4 entity_type=default entity_id={follower} revision=3"
         )]
+    );
+    let nothing_stopped = client
+        .skip_offset(SkipOffsetRequest {
+            read_side_id: "view".to_string(),
+        })
+        .await
+        .expect_err("no shard is stopped any more");
+    assert_eq!(nothing_stopped.code(), Code::FailedPrecondition);
+    client
+        .resume_read_side(ResumeReadSideRequest {
+            read_side_id: "view".to_string(),
+        })
+        .await?;
+    let accepted = server.wait_for_accepted(3, DELIVERY_WAIT).await;
+    assert_eq!(
+        revisions_of(&accepted, &other),
+        vec![1],
+        "the paused shard kept its event"
     );
     node.stop().await
 }

@@ -229,7 +229,118 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_trial(
     node.stop().await
 }
 
+async fn an_operator_skip_during_replays_is_not_undone_by_the_failing_worker(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let (ids, shard) = ids_in_one_shard("acct", 2, SHARDS);
+    let (poison, follower) = (ids[0].clone(), ids[1].clone());
+    let server =
+        ReadHandlerServer::start_grpc(Behaviour::new(Rule::Entity(poison.clone(), Reply::Fail)))
+            .await;
+    let slow_replays = [("COS_READ_SIDE_REPLAY_INTERVAL", "1s")];
+    let mut node = start(
+        &store,
+        running.address,
+        &server,
+        "REPLAY_STOP",
+        &slow_replays,
+    )
+    .await?;
+    emit(&mut node, &poison, "bad").await?;
+    emit(&mut node, &follower, "fine").await?;
+    let failed_once =
+        cos_integration::support::wait_until(DELIVERY_WAIT, || attempts_for(&server, &poison) == 1)
+            .await;
+    assert!(failed_once);
+    manager(&node)
+        .await?
+        .skip_offset_by_shard(
+            cos_core::proto::chief_of_state::v1::SkipOffsetByShardRequest {
+                read_side_id: "view".to_string(),
+                cluster_shard_number: u64::from(shard),
+            },
+        )
+        .await?;
+    server.wait_for_accepted(1, DELIVERY_WAIT).await;
+    assert_eq!(revisions_of(&server.accepted(), &follower), vec![1]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        attempts_for(&server, &poison),
+        1,
+        "no replay after the skip"
+    );
+    let status = read_side_status(&node, "view").await?;
+    assert_eq!(
+        status.shards[shard as usize].stopped_reason, "",
+        "not stopped"
+    );
+    emit(&mut node, &follower, "more").await?;
+    server.wait_for_accepted(2, DELIVERY_WAIT).await;
+    node.stop().await
+}
+
+async fn compaction_keeps_what_a_paused_read_side_has_not_delivered(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let server = ReadHandlerServer::start_grpc(Behaviour::accept_all()).await;
+    let compaction = [
+        ("COS_READ_SIDE_CONFIG__AUTO_START__view", "false"),
+        ("COS_SNAPSHOT_FREQUENCY", "2"),
+        ("COS_NUM_SNAPSHOTS_TO_RETAIN", "1"),
+        ("COS_JOURNAL_LOGICAL_DELETION", "true"),
+    ];
+    let mut node = start(&store, running.address, &server, "STOP", &compaction).await?;
+    for index in 0..8 {
+        emit(&mut node, "compacted", &format!("e{index}")).await?;
+    }
+    let journal = store.open_journal().await?;
+    let shard = cos_core::sharding::shard_of("compacted", SHARDS);
+    assert_eq!(
+        journal.shard_events_after(shard, 0, 100).await?.len(),
+        8,
+        "snapshots at 2, 4, 6 and 8 deleted nothing the paused read side still needs"
+    );
+    manager(&node)
+        .await?
+        .resume_read_side(cos_core::proto::chief_of_state::v1::ResumeReadSideRequest {
+            read_side_id: "view".to_string(),
+        })
+        .await?;
+    let accepted = server.wait_for_accepted(8, DELIVERY_WAIT).await;
+    assert_eq!(
+        revisions_of(&accepted, "compacted"),
+        (1..=8).collect::<Vec<_>>()
+    );
+    // Delivered: the next snapshot compacts as configured (through revision 10).
+    emit(&mut node, "compacted", "e8").await?;
+    emit(&mut node, "compacted", "e9").await?;
+    server.wait_for_accepted(10, DELIVERY_WAIT).await;
+    emit(&mut node, "compacted", "e10").await?;
+    emit(&mut node, "compacted", "e11").await?;
+    server.wait_for_accepted(12, DELIVERY_WAIT).await;
+    let left: Vec<u32> = journal
+        .shard_events_after(shard, 0, 100)
+        .await?
+        .iter()
+        .map(|event| event.revision)
+        .collect();
+    assert!(
+        left.iter().all(|revision| *revision > 10),
+        "delivered events were compacted: {left:?}"
+    );
+    journal.close().await;
+    node.stop().await
+}
+
 cos_integration::on_both_stores!(
+    an_operator_skip_during_replays_is_not_undone_by_the_failing_worker,
+    compaction_keeps_what_a_paused_read_side_has_not_delivered,
     stop_holds_the_shard_across_restarts_until_resumed,
     skip_passes_over_a_refused_event_at_once,
     replay_skip_retries_then_skips,

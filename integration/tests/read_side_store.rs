@@ -77,6 +77,21 @@ async fn the_worker_commit_is_a_compare_and_set(backend: Backend) -> anyhow::Res
     assert!(positions.advance_offset("search", 1, 5, 6).await?);
     assert_eq!(positions.position("search", 1).await?.offset, 6);
     assert_eq!(positions.position("search", 0).await?.offset, 0);
+
+    // An operator's pause wins over a worker that is still delivering.
+    positions.set_paused("search", 1, true).await?;
+    assert!(!positions.advance_offset("search", 1, 6, 7).await?);
+    positions.set_paused("search", 1, false).await?;
+    assert!(positions.advance_offset("search", 1, 6, 7).await?);
+
+    // A worker's stop only lands where the worker stands; a stopped shard takes no commit.
+    assert!(!positions.set_stopped("search", 1, 6, "late").await?);
+    assert!(positions.set_stopped("search", 1, 7, "STOP at 8").await?);
+    assert!(!positions.advance_offset("search", 1, 7, 8).await?);
+    assert_eq!(
+        positions.position("search", 1).await?,
+        position(7, false, Some("STOP at 8"))
+    );
     Ok(())
 }
 
@@ -85,7 +100,11 @@ async fn stops_hold_until_resumed_restarted_or_skipped(backend: Backend) -> anyh
     positions.ensure_positions("search", 3, false).await?;
     for shard in 0..3 {
         positions.advance_offset("search", shard, 0, 10).await?;
-        positions.set_stopped("search", shard, "STOP at 11").await?;
+        assert!(
+            positions
+                .set_stopped("search", shard, 10, "STOP at 11")
+                .await?
+        );
     }
     assert_eq!(
         positions.position("search", 0).await?,
@@ -187,7 +206,7 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
     positions_of_journal
         .ensure_positions("audit", 4, false)
         .await?;
-    positions_of_journal.guard_compaction(vec!["search".to_string(), "audit".to_string()]);
+    journal.guard_compaction(vec!["search".to_string(), "audit".to_string()]);
 
     let guarded = key("guarded")?;
     for revision in 1..=3 {
@@ -233,12 +252,23 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
         "the newest event is not delivered yet, so it stays"
     );
 
-    // Without guarding read sides compaction deletes as before.
-    positions_of_journal.guard_compaction(Vec::new());
+    // A guarding read side without a position on the shard has delivered nothing: everything stays.
+    journal.guard_compaction(vec!["search".to_string(), "ghost".to_string()]);
     append(journal.as_ref(), &guarded, 6, true).await?;
+    let kept: Vec<u64> = journal
+        .shard_events_after(2, 0, 10)
+        .await?
+        .iter()
+        .map(|event| event.offset)
+        .collect();
+    assert_eq!(kept, vec![5, 6]);
+
+    // Without guarding read sides compaction deletes as before.
+    journal.guard_compaction(Vec::new());
+    append(journal.as_ref(), &guarded, 7, true).await?;
     assert!(journal.shard_events_after(2, 0, 10).await?.is_empty());
     let latest: Vec<(u32, u64)> = positions_of_journal.latest_offsets().await?;
-    assert_eq!(latest, vec![(2, 6)]);
+    assert_eq!(latest, vec![(2, 7)]);
     journal.close().await;
     Ok(())
 }

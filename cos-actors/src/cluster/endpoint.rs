@@ -127,26 +127,37 @@ impl EndpointArguments {
         let regions: Vec<ActorRef<RegionMessage>> = self.regions.values().cloned().collect();
         let read_sides = self.read_sides.clone();
         tokio::spawn(async move {
-            let mut done = true;
-            if let Some(host) = read_sides {
-                // The shard's read-side workers stop first: the new home's workers start from their offsets.
+            // The shard's read-side workers stop (the new home's start from the stored offsets) while its
+            // entities drain: both in parallel, so a slow read handler does not lengthen the move.
+            let release_read_sides = async {
+                let Some(host) = read_sides else {
+                    return true;
+                };
                 let released = host
                     .call(
                         |port| HostMessage::Release(shard, port),
                         Some(HAND_OFF_TIMEOUT),
                     )
                     .await;
-                done &= matches!(released, Ok(ractor::rpc::CallResult::Success(())));
-            }
-            for region in regions {
-                let stopped = region
-                    .call(
-                        |port| RegionMessage::HandOff(shard, port),
-                        Some(HAND_OFF_TIMEOUT),
-                    )
-                    .await;
-                done &= matches!(stopped, Ok(ractor::rpc::CallResult::Success(true)));
-            }
+                let done = matches!(released, Ok(ractor::rpc::CallResult::Success(())));
+                if !done {
+                    tracing::warn!(shard, "read-side workers did not confirm their release");
+                }
+                done
+            };
+            let hand_off_regions =
+                futures::future::join_all(regions.into_iter().map(|region| async move {
+                    let stopped = region
+                        .call(
+                            |port| RegionMessage::HandOff(shard, port),
+                            Some(HAND_OFF_TIMEOUT),
+                        )
+                        .await;
+                    matches!(stopped, Ok(ractor::rpc::CallResult::Success(true)))
+                }));
+            let (read_sides_done, regions_done) =
+                futures::future::join(release_read_sides, hand_off_regions).await;
+            let done = read_sides_done && regions_done.into_iter().all(|done| done);
             let _ = reply.send(Wire(HandOffReply { done }));
         });
     }
@@ -178,8 +189,9 @@ impl EndpointArguments {
                         Some(std::time::Duration::from_secs(2)),
                     )
                     .await;
-                if let Ok(ractor::rpc::CallResult::Success(list)) = hosted {
-                    shards.extend(list);
+                match hosted {
+                    Ok(ractor::rpc::CallResult::Success(list)) => shards.extend(list),
+                    _ => tracing::warn!("the read-side host did not report its shards"),
                 }
             }
             let _ = reply.send(Wire(HostedShardsReply {

@@ -24,8 +24,10 @@ const PLACEMENT_PERIOD: Duration = Duration::from_secs(2);
 /// Pause before a failed worker is started again.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
-/// How long a released worker may take to finish its current handler call.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(35);
+/// How long a released worker may take to finish its current handler call before it is killed (its offset
+/// commit is then lost and the event delivered again at the new home: at-least-once, and the hand-off stays
+/// well inside the coordinator's patience).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Messages of the host.
 #[derive(RactorMessage)]
@@ -36,6 +38,8 @@ pub enum HostMessage {
     Placed(Vec<(u32, u64, Result<String, String>)>),
     /// Stop the workers of a shard (it is handed off); answers once they stopped.
     Release(u32, RpcReplyPort<()>),
+    /// The workers of a released shard have stopped.
+    Released(u32),
     /// The shards this node runs workers for.
     HostedShards(RpcReplyPort<Vec<u32>>),
     /// An operator changed positions of a read side (one shard, or all with `None`): workers re-read them.
@@ -67,6 +71,8 @@ pub struct HostState {
     num_shards: u32,
     cluster: Option<RegionCluster>,
     hosted: BTreeSet<u32>,
+    /// Released shards whose workers are still finishing their current handler call.
+    releasing: BTreeSet<u32>,
     /// Per hosted shard, the flag that tells its workers to stop delivering (set when it is released).
     released: HashMap<u32, Arc<AtomicBool>>,
     workers: HashMap<(String, u32), ActorRef<WorkerMessage>>,
@@ -99,6 +105,7 @@ impl Actor for ReadSideHost {
             num_shards: arguments.num_shards,
             cluster,
             hosted: BTreeSet::new(),
+            releasing: BTreeSet::new(),
             released: HashMap::new(),
             workers: HashMap::new(),
             by_actor: HashMap::new(),
@@ -149,12 +156,14 @@ impl Actor for ReadSideHost {
         match message {
             HostMessage::CheckPlacement => state.check_placement(&myself),
             HostMessage::Placed(homes) => state.placed(&myself, homes).await,
-            HostMessage::Release(shard, reply) => {
-                state.release(shard).await;
-                let _ = reply.send(());
+            HostMessage::Release(shard, reply) => state.release(&myself, shard, Some(reply)),
+            HostMessage::Released(shard) => {
+                state.releasing.remove(&shard);
             }
             HostMessage::HostedShards(reply) => {
-                let _ = reply.send(state.hosted.iter().copied().collect());
+                // Shards still releasing count: their workers may still deliver.
+                let hosted = state.hosted.union(&state.releasing).copied().collect();
+                let _ = reply.send(hosted);
             }
             HostMessage::Reload(read_side_id, shard) => state.reload(&read_side_id, shard),
             HostMessage::Restart(read_side_id, shard) => {
@@ -209,6 +218,10 @@ impl Actor for ReadSideHost {
 impl HostState {
     /// Starts the workers of a shard that is now homed here.
     async fn host(&mut self, myself: &ActorRef<HostMessage>, shard: u32) {
+        if self.releasing.contains(&shard) {
+            // Its previous workers are still finishing a call; the next placement check starts new ones.
+            return;
+        }
         if !self.hosted.insert(shard) {
             return;
         }
@@ -252,12 +265,15 @@ impl HostState {
         }
     }
 
-    /// Stops the workers of a shard and waits for them (their current handler call finishes first).
-    async fn release(&mut self, shard: u32) {
+    /// Stops the workers of a shard without blocking the host: they end their turn after the current
+    /// handler call (bounded by [`RELEASE_TIMEOUT`]); `reply`, if any, is answered once they stopped.
+    fn release(
+        &mut self,
+        myself: &ActorRef<HostMessage>,
+        shard: u32,
+        reply: Option<RpcReplyPort<()>>,
+    ) {
         *self.epochs.entry(shard).or_default() += 1;
-        if !self.hosted.remove(&shard) {
-            return;
-        }
         if let Some(flag) = self.released.remove(&shard) {
             flag.store(true, Ordering::Release);
         }
@@ -267,11 +283,32 @@ impl HostState {
             .filter(|(_, worker_shard)| *worker_shard == shard)
             .cloned()
             .collect();
-        let workers = keys
+        let workers: Vec<ActorRef<WorkerMessage>> = keys
             .iter()
             .filter_map(|key| self.workers.remove(key))
             .collect();
-        stop_all(workers).await;
+        let was_hosted = self.hosted.remove(&shard);
+        if workers.is_empty() {
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+            return;
+        }
+        if was_hosted {
+            tracing::info!(
+                shard,
+                "releasing the read-side workers of a shard that moves away"
+            );
+        }
+        self.releasing.insert(shard);
+        let host = myself.clone();
+        tokio::spawn(async move {
+            stop_all(workers).await;
+            let _ = host.cast(HostMessage::Released(shard));
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+        });
     }
 
     fn reload(&self, read_side_id: &str, shard: Option<u32>) {
@@ -319,15 +356,20 @@ impl HostState {
         else {
             return;
         };
+        let mut failures = Vec::new();
         for (shard, epoch, home) in homes {
             if epoch != self.epochs.get(&shard).copied().unwrap_or(0) {
                 continue;
             }
             match home {
                 Ok(home) if home == self_name => self.host(myself, shard).await,
-                Ok(_elsewhere) => self.release(shard).await,
-                Err(_) => {}
+                Ok(_elsewhere) => self.release(myself, shard, None),
+                Err(reason) => failures.push((shard, reason)),
             }
+        }
+        if let Some((shard, reason)) = failures.first() {
+            tracing::warn!(failed = failures.len(), first_shard = shard, %reason,
+                "could not learn where some shards live; their read sides wait for the next check");
         }
     }
 }
@@ -340,6 +382,9 @@ async fn stop_all(workers: Vec<ActorRef<WorkerMessage>>) {
             .await
             .is_err()
         {
+            tracing::warn!(
+                "a read-side worker did not finish its handler call in time; killed (the event comes again)"
+            );
             worker.kill();
         }
     });

@@ -4,7 +4,9 @@
 //!
 //! It wakes on the node's commit notices for its shard, and on a slow tick as a fallback. It delivers a
 //! bounded number of events per message, so a stop (hand-off) or an operator's reload waits at most one
-//! handler call. Replays wait on a timer, not in the handler, for the same reason.
+//! handler call. Replays wait on a timer, not in the handler, for the same reason. Every write of the
+//! position is a compare-and-set from the offset this worker stands on, and only while the shard runs: an
+//! operator's pause, skip or restart (made on any node) makes the next write fail, and the worker reloads.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use cos_core::readside::FailurePolicy;
 use cos_core::readside::handler::ReadSideDelivery;
 use cos_core::store::read_sides::ReadSidePosition;
-use cos_core::store::{ShardEvent, StoredRow, decode_event};
+use cos_core::store::{ShardEvent, decode_shard_event};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use tokio::task::JoinHandle;
@@ -25,7 +27,7 @@ use super::{ReadSideContext, ReadSideRuntime};
 /// Events delivered per message before the worker lets other messages in.
 const EVENTS_PER_TURN: usize = 64;
 
-/// Pause after the store failed (reading events or committing an offset) before trying again.
+/// Pause after the store failed (reading events or writing the position) before trying again.
 const STORE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Messages of a worker.
@@ -56,14 +58,19 @@ pub struct WorkerState {
     position: ReadSidePosition,
     /// Events read but not yet delivered, in offset order.
     pending: VecDeque<ShardEvent>,
+    /// The newest event passed over because the read side does not listen to its type, not yet committed:
+    /// one commit covers a run of them (or the next delivered event's commit does).
+    passed_over_through: Option<u64>,
     /// Failed deliveries of the first pending event so far (for replays).
     failed_attempts: u32,
     /// Nothing is tried before this instant (a replay interval or a store back-off); a timer wakes it.
     resume_at: Option<Instant>,
     /// Set while a Wake is queued, so a burst of commit notices queues one Wake.
     wake_queued: Arc<AtomicBool>,
-    /// Forwards commit notices as Wakes; aborted when the worker stops.
-    notices: Option<JoinHandle<()>>,
+    /// Set while a Reload is queued, so a long turn does not pile up poll ticks.
+    reload_queued: Arc<AtomicBool>,
+    /// Forward commit notices and poll ticks; aborted when the worker stops.
+    background: Vec<JoinHandle<()>>,
     released: Arc<AtomicBool>,
 }
 
@@ -87,10 +94,12 @@ impl Actor for ReadSideWorker {
             released,
         } = arguments;
         let wake_queued = Arc::new(AtomicBool::new(false));
-        let notices = context.commits.subscribe(shard).map(|mut receiver| {
+        let reload_queued = Arc::new(AtomicBool::new(false));
+        let mut background = Vec::with_capacity(2);
+        if let Some(mut receiver) = context.commits.subscribe(shard) {
             let worker = myself.clone();
             let queued = wake_queued.clone();
-            tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 while receiver.changed().await.is_ok() {
                     if !queued.swap(true, Ordering::AcqRel)
                         && worker.cast(WorkerMessage::Wake).is_err()
@@ -98,11 +107,24 @@ impl Actor for ReadSideWorker {
                         break;
                     }
                 }
-            })
-        });
+            }));
+        }
         // The fallback poll re-reads the position too: an operator's change made on another node.
-        myself.send_interval(context.poll_interval, || WorkerMessage::Reload);
-        let _ = myself.cast(WorkerMessage::Reload);
+        let worker = myself.clone();
+        let queued = reload_queued.clone();
+        let poll_interval = context.poll_interval;
+        background.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(poll_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if !queued.swap(true, Ordering::AcqRel)
+                    && worker.cast(WorkerMessage::Reload).is_err()
+                {
+                    break;
+                }
+            }
+        }));
         tracing::debug!(read_side = %runtime.config.id, shard, "read side worker started");
         Ok(WorkerState {
             runtime,
@@ -110,10 +132,12 @@ impl Actor for ReadSideWorker {
             shard,
             position: ReadSidePosition::default(),
             pending: VecDeque::new(),
+            passed_over_through: None,
             failed_attempts: 0,
             resume_at: None,
             wake_queued,
-            notices,
+            reload_queued,
+            background,
             released,
         })
     }
@@ -123,8 +147,8 @@ impl Actor for ReadSideWorker {
         _myself: ActorRef<Self::Msg>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(notices) = state.notices.take() {
-            notices.abort();
+        for task in state.background.drain(..) {
+            task.abort();
         }
         tracing::debug!(read_side = %state.runtime.config.id, shard = state.shard, "read side worker stopped");
         Ok(())
@@ -142,8 +166,12 @@ impl Actor for ReadSideWorker {
                 state.deliver_turn(&myself).await;
             }
             WorkerMessage::Reload => {
-                state.reload().await;
-                state.deliver_turn(&myself).await;
+                state.reload_queued.store(false, Ordering::Release);
+                if state.reload().await {
+                    state.deliver_turn(&myself).await;
+                } else {
+                    state.pause_for(&myself, STORE_RETRY_PAUSE);
+                }
             }
         }
         Ok(())
@@ -152,7 +180,7 @@ impl Actor for ReadSideWorker {
 
 /// What became of one delivery attempt.
 enum Outcome {
-    /// Delivered (or skipped) and committed: go on with the next event.
+    /// Delivered (or passed over) and committed: go on with the next event.
     Next,
     /// Stop this turn; a timer, a notice or an operator wakes the worker again.
     Wait,
@@ -165,30 +193,33 @@ impl WorkerState {
 
     /// Reads the stored position; when it is not where this worker left it (an operator restarted or skipped,
     /// or a stale worker elsewhere committed), what was read ahead is dropped and delivery resumes from it.
-    async fn reload(&mut self) {
-        match self
+    /// False when the store could not be read.
+    async fn reload(&mut self) -> bool {
+        let stored = match self
             .context
             .positions
             .position(self.read_side_id(), self.shard)
             .await
         {
-            Ok(stored) => {
-                if stored.offset != self.position.offset || !stored.is_running() {
-                    self.pending.clear();
-                    self.failed_attempts = 0;
-                    self.resume_at = None;
-                }
-                if stored.stopped.is_some() && self.position.stopped.is_none() {
-                    tracing::warn!(read_side = %self.read_side_id(), shard = self.shard,
-                        reason = stored.stopped.as_deref().unwrap_or_default(), "read side is stopped");
-                }
-                self.position = stored;
-            }
+            Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, %error,
-                    "cannot read the read side position; retrying at the next poll");
+                    "cannot read the read side position; retrying");
+                return false;
             }
+        };
+        if stored.offset != self.position.offset || !stored.is_running() {
+            self.pending.clear();
+            self.passed_over_through = None;
+            self.failed_attempts = 0;
+            self.resume_at = None;
         }
+        if stored.stopped.is_some() && self.position.stopped.is_none() {
+            tracing::warn!(read_side = %self.read_side_id(), shard = self.shard,
+                reason = stored.stopped.as_deref().unwrap_or_default(), "read side is stopped");
+        }
+        self.position = stored;
+        true
     }
 
     /// Delivers up to [`EVENTS_PER_TURN`] events; queues another turn when more may be waiting.
@@ -201,31 +232,44 @@ impl WorkerState {
                 return;
             }
             self.resume_at = None;
-        }
-        for _ in 0..EVENTS_PER_TURN {
-            if self.released.load(Ordering::Acquire) {
+            // A replay is due: an operator may have skipped, restarted or paused meanwhile.
+            if self.failed_attempts > 0 && !self.reload().await {
+                self.pause_for(myself, STORE_RETRY_PAUSE);
                 return;
+            }
+        }
+        let mut more = true;
+        for _ in 0..EVENTS_PER_TURN {
+            if self.released.load(Ordering::Acquire) || !self.position.is_running() {
+                more = false;
+                break;
             }
             if self.pending.is_empty() && !self.read_ahead(myself).await {
-                return;
+                more = false;
+                break;
             }
-            match self.deliver_first(myself).await {
-                Outcome::Next => {}
-                Outcome::Wait => return,
-            }
-            if !self.position.is_running() {
-                return;
+            if let Outcome::Wait = self.deliver_first(myself).await {
+                more = false;
+                break;
             }
         }
-        self.queue_wake(myself);
+        if let Some(offset) = self.passed_over_through
+            && let Outcome::Wait = self.commit(myself, offset).await
+        {
+            return;
+        }
+        if more {
+            self.queue_wake(myself);
+        }
     }
 
     /// Fills `pending` from the journal; false when there is nothing to deliver now.
     async fn read_ahead(&mut self, myself: &ActorRef<WorkerMessage>) -> bool {
+        let after = self.passed_over_through.unwrap_or(self.position.offset);
         let read = self
             .context
             .journal
-            .shard_events_after(self.shard, self.position.offset, self.context.batch_size)
+            .shard_events_after(self.shard, after, self.context.batch_size)
             .await;
         match read {
             Ok(events) => {
@@ -248,13 +292,12 @@ impl WorkerState {
         };
         let offset = event.offset;
         if !self.runtime.listens_to(event.key.entity_type.as_str()) {
-            // Not for this read side: pass over it (the next commit covers it, or the end of the turn).
-            return self.commit(myself, offset).await;
+            // Not for this read side: passed over, committed with the next delivered event or the turn's end.
+            self.pending.pop_front();
+            self.passed_over_through = Some(offset);
+            return Outcome::Next;
         }
-        let failure = match decode_event(&StoredRow {
-            revision: event.revision,
-            payload: event.payload.clone(),
-        }) {
+        let failure = match decode_shard_event(event) {
             Ok(wrapper) => {
                 let delivery = ReadSideDelivery {
                     read_side_id: &self.runtime.config.id,
@@ -305,27 +348,58 @@ impl WorkerState {
                 policy = policy.name(), "read handler failed; skipping the event");
             return self.commit(myself, offset).await;
         }
+        self.stop(myself, offset, event, reason, policy).await
+    }
+
+    /// Records a failure-policy stop, unless an operator moved the position meanwhile (then reloads).
+    async fn stop(
+        &mut self,
+        myself: &ActorRef<WorkerMessage>,
+        offset: u64,
+        event: &str,
+        reason: &str,
+        policy: FailurePolicy,
+    ) -> Outcome {
         let stop_reason = format!(
             "{} stopped at shard offset {offset} ({event}): {reason}",
             policy.name()
         );
-        tracing::error!(read_side = %self.read_side_id(), shard = self.shard, reason = %stop_reason,
-            "read side stopped; resume, restart or skip it to go on");
-        if let Err(error) = self
+        self.pending.clear();
+        self.passed_over_through = None;
+        let recorded = self
             .context
             .positions
-            .set_stopped(self.read_side_id(), self.shard, &stop_reason)
-            .await
-        {
-            tracing::error!(read_side = %self.read_side_id(), shard = self.shard, %error,
-                "cannot record the stop; the event is retried at the next poll");
+            .set_stopped(
+                self.read_side_id(),
+                self.shard,
+                self.position.offset,
+                &stop_reason,
+            )
+            .await;
+        match recorded {
+            Ok(true) => {
+                tracing::error!(read_side = %self.read_side_id(), shard = self.shard, reason = %stop_reason,
+                    "read side stopped; resume, restart or skip it to go on");
+                self.position.stopped = Some(stop_reason);
+            }
+            Ok(false) => {
+                tracing::info!(read_side = %self.read_side_id(), shard = self.shard,
+                    "read side position changed while the event failed; following it instead of stopping");
+                if !self.reload().await {
+                    self.pause_for(myself, STORE_RETRY_PAUSE);
+                }
+            }
+            Err(error) => {
+                tracing::error!(read_side = %self.read_side_id(), shard = self.shard, %error,
+                    reason = %stop_reason, "cannot record the stop; the event is tried again shortly");
+                self.pause_for(myself, STORE_RETRY_PAUSE);
+            }
         }
-        self.position.stopped = Some(stop_reason);
-        self.pending.clear();
         Outcome::Wait
     }
 
-    /// Moves the stored offset to `offset` (compare-and-set from where this worker stands).
+    /// Moves the stored offset to `offset` (compare-and-set from where this worker stands, only while the
+    /// shard runs) and drops the delivered event.
     async fn commit(&mut self, myself: &ActorRef<WorkerMessage>, offset: u64) -> Outcome {
         let committed = self
             .context
@@ -339,23 +413,37 @@ impl WorkerState {
             .await;
         match committed {
             Ok(true) => {
-                self.pending.pop_front();
+                while self
+                    .pending
+                    .front()
+                    .is_some_and(|event| event.offset <= offset)
+                {
+                    self.pending.pop_front();
+                }
+                self.passed_over_through = None;
                 self.position.offset = offset;
                 Outcome::Next
             }
             Ok(false) => {
-                // Somebody else moved it: an operator, or a worker on a node that had the shard before.
+                // Somebody else moved it or stopped the shard: an operator, or a worker on a node that had
+                // the shard before. What was delivered meanwhile may come again (at-least-once).
                 tracing::info!(read_side = %self.read_side_id(), shard = self.shard,
                     "read side position changed elsewhere; reloading");
-                self.reload().await;
                 self.pending.clear();
-                Outcome::Next
+                self.passed_over_through = None;
+                if self.reload().await {
+                    Outcome::Next
+                } else {
+                    self.pause_for(myself, STORE_RETRY_PAUSE);
+                    Outcome::Wait
+                }
             }
             Err(error) => {
                 // The event is delivered again after the pause: at-least-once, never lost.
                 tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, %error,
                     "cannot store the read side offset; the event will be delivered again");
                 self.pending.clear();
+                self.passed_over_through = None;
                 self.pause_for(myself, STORE_RETRY_PAUSE);
                 Outcome::Wait
             }

@@ -183,7 +183,10 @@ fn check_read_side_entity_types(settings: &Settings) -> Result<(), SettingsError
                     read_side: read_side.id.clone(),
                     setting: "entity types".to_string(),
                     value: listed.clone(),
-                    rule: format!("is not a configured entity type (known: {})", known.join(", ")),
+                    rule: format!(
+                        "is not a configured entity type (known: {})",
+                        known.join(", ")
+                    ),
                 }
                 .into());
             }

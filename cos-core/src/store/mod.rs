@@ -173,6 +173,11 @@ pub trait Journal: Send + Sync + 'static {
     /// Closes connections; later calls fail.
     async fn close(&self);
 
+    /// The read sides whose undelivered events journal compaction must keep: compaction then deletes an
+    /// event only once every one of them has delivered it (a position at or past its shard offset). Set at
+    /// start-up; an empty list turns the guard off.
+    fn guard_compaction(&self, read_side_ids: Vec<String>);
+
     /// The entity's current state. Every event stores its resulting state, so the newest of (newest
     /// snapshot, newest event) *is* the state: recovery reads at most one snapshot and one event, whatever the
     /// length of the history, and never calls the write handler.
@@ -208,13 +213,21 @@ pub trait Journal: Send + Sync + 'static {
 
 /// Decodes a journal row and checks it against its revision.
 pub fn decode_event(row: &StoredRow) -> Result<EventWrapper, StoreError> {
-    let wrapper = EventWrapper::decode(row.payload.as_slice())
-        .map_err(|error| StoreError::Corrupt(format!("event {}: {error}", row.revision)))?;
+    decode_event_bytes(row.revision, &row.payload)
+}
+
+/// Decodes a read side's event (without copying its payload) and checks it against its revision.
+pub fn decode_shard_event(event: &ShardEvent) -> Result<EventWrapper, StoreError> {
+    decode_event_bytes(event.revision, &event.payload)
+}
+
+fn decode_event_bytes(revision: Revision, payload: &[u8]) -> Result<EventWrapper, StoreError> {
+    let wrapper = EventWrapper::decode(payload)
+        .map_err(|error| StoreError::Corrupt(format!("event {revision}: {error}")))?;
     let meta_revision = wrapper.meta.as_ref().map_or(0, |meta| meta.revision_number);
-    if meta_revision != row.revision {
+    if meta_revision != revision {
         return Err(StoreError::Corrupt(format!(
-            "event row {} carries revision {meta_revision} in its meta",
-            row.revision
+            "event row {revision} carries revision {meta_revision} in its meta"
         )));
     }
     Ok(wrapper)

@@ -56,9 +56,10 @@ pub trait ReadSideStore: Send + Sync + 'static {
         paused: bool,
     ) -> Result<(), StoreError>;
 
-    /// The worker's commit: moves the offset from `expected` to `offset` only if it is still `expected`
-    /// (a missing position is created, so a worker can never be stuck on a row somebody deleted).
-    /// `false` means somebody else moved it (an operator, or another worker) and the caller must reload.
+    /// The worker's commit: moves the offset from `expected` to `offset` only if it is still `expected` and
+    /// the shard is neither paused nor stopped (a missing position is created, so a worker can never be stuck
+    /// on a row somebody deleted). `false` means somebody else moved it or an operator paused it, and the
+    /// caller must reload.
     async fn advance_offset(
         &self,
         read_side_id: &str,
@@ -85,20 +86,19 @@ pub trait ReadSideStore: Send + Sync + 'static {
         paused: bool,
     ) -> Result<(), StoreError>;
 
-    /// Records that a failure policy stopped the read side on a shard, and why.
+    /// Records that a failure policy stopped the read side on a shard, and why, only if the offset is still
+    /// `expected` and nothing stopped or paused it: `false` means an operator acted meanwhile (a skip, a
+    /// restart) and the stop must not overwrite that.
     async fn set_stopped(
         &self,
         read_side_id: &str,
         shard: u32,
+        expected: u64,
         reason: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// The newest shard offset of every shard that has events (`0` offsets are not listed).
     async fn latest_offsets(&self) -> Result<Vec<(u32, u64)>, StoreError>;
-
-    /// The read sides whose undelivered events journal compaction must keep: compaction then deletes an
-    /// event only once every one of them has delivered it on the event's shard. Set once at start-up.
-    fn guard_compaction(&self, read_side_ids: Vec<String>);
 }
 
 /// A stored offset back into the API type.

@@ -178,16 +178,16 @@ async fn write_request(
         // Events a guarding read side has not delivered yet stay; a later compaction takes them.
         sqlx::query(
             "DELETE FROM cos_journal WHERE entity_type = ?1 AND entity_id = ?2 AND revision <= ?3 \
-             AND (?4 IS NULL OR shard_offset <= COALESCE(( \
-                 SELECT MIN(positions.shard_offset) FROM cos_read_side_positions AS positions \
-                 WHERE positions.shard = ?5 \
-                 AND positions.read_side_id IN (SELECT value FROM json_each(?4))), 0))",
+             AND (?4 IS NULL OR NOT EXISTS ( \
+                 SELECT 1 FROM json_each(?4) AS guard \
+                 LEFT JOIN cos_read_side_positions AS positions \
+                 ON positions.read_side_id = guard.value AND positions.shard = cos_journal.shard \
+                 WHERE COALESCE(positions.shard_offset, 0) < cos_journal.shard_offset))",
         )
         .bind(entity_type)
         .bind(entity_id)
         .bind(i64::from(through))
         .bind(compaction_guard)
-        .bind(i64::from(request.shard))
         .execute(&mut **transaction)
         .await?;
     }
@@ -350,5 +350,9 @@ impl Journal for SqliteJournal {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn guard_compaction(&self, read_side_ids: Vec<String>) {
+        self.compaction_guard.set(&read_side_ids);
     }
 }

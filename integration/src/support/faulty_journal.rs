@@ -117,4 +117,8 @@ impl Journal for FaultyJournal {
     async fn close(&self) {
         self.inner.close().await;
     }
+
+    fn guard_compaction(&self, read_side_ids: Vec<String>) {
+        self.inner.guard_compaction(read_side_ids);
+    }
 }

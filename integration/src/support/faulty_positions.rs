@@ -82,15 +82,17 @@ impl ReadSideStore for FaultyPositions {
         self.inner.set_paused(id, shard, paused).await
     }
 
-    async fn set_stopped(&self, id: &str, shard: u32, reason: &str) -> Result<(), StoreError> {
-        self.inner.set_stopped(id, shard, reason).await
+    async fn set_stopped(
+        &self,
+        id: &str,
+        shard: u32,
+        expected: u64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_stopped(id, shard, expected, reason).await
     }
 
     async fn latest_offsets(&self) -> Result<Vec<(u32, u64)>, StoreError> {
         self.inner.latest_offsets().await
-    }
-
-    fn guard_compaction(&self, read_side_ids: Vec<String>) {
-        self.inner.guard_compaction(read_side_ids);
     }
 }

@@ -313,4 +313,8 @@ impl Journal for PostgresJournal {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    fn guard_compaction(&self, read_side_ids: Vec<String>) {
+        self.compaction_guard.set(&read_side_ids);
+    }
 }

@@ -166,16 +166,16 @@ async fn write_snapshots(
             // Events a guarding read side has not delivered yet stay; a later compaction takes them.
             sqlx::query(
                 "DELETE FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 AND revision <= $3 \
-                 AND ($4::text IS NULL OR shard_offset <= COALESCE(( \
-                     SELECT MIN(positions.shard_offset) FROM cos_read_side_positions AS positions \
-                     WHERE positions.shard = $5 \
-                     AND positions.read_side_id IN (SELECT jsonb_array_elements_text($4::jsonb))), 0))",
+                 AND ($4::text IS NULL OR NOT EXISTS ( \
+                     SELECT 1 FROM jsonb_array_elements_text($4::jsonb) AS guard(read_side_id) \
+                     LEFT JOIN cos_read_side_positions AS positions \
+                     ON positions.read_side_id = guard.read_side_id AND positions.shard = cos_journal.shard \
+                     WHERE COALESCE(positions.shard_offset, 0) < cos_journal.shard_offset))",
             )
             .bind(entity_type)
             .bind(entity_id)
             .bind(i64::from(through))
             .bind(compaction_guard)
-            .bind(i64::from(request.shard))
             .execute(&mut **transaction)
             .await?;
         }

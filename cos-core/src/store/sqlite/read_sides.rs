@@ -96,7 +96,8 @@ impl ReadSideStore for SqliteJournal {
             "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
              VALUES (?1, ?2, ?4, ?5) ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at \
-             WHERE cos_read_side_positions.shard_offset = ?3",
+             WHERE cos_read_side_positions.shard_offset = ?3 \
+             AND NOT cos_read_side_positions.paused AND cos_read_side_positions.stopped_reason IS NULL",
         )
         .bind(read_side_id)
         .bind(i64::from(shard))
@@ -162,21 +163,24 @@ impl ReadSideStore for SqliteJournal {
         &self,
         read_side_id: &str,
         shard: u32,
+        expected: u64,
         reason: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, stopped_reason, updated_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (read_side_id, shard) \
-             DO UPDATE SET stopped_reason = excluded.stopped_reason, updated_at = excluded.updated_at",
+    ) -> Result<bool, StoreError> {
+        let stopped = sqlx::query(
+            "UPDATE cos_read_side_positions SET stopped_reason = ?4, updated_at = ?5 \
+             WHERE read_side_id = ?1 AND shard = ?2 AND shard_offset = ?3 \
+             AND NOT paused AND stopped_reason IS NULL",
         )
         .bind(read_side_id)
         .bind(i64::from(shard))
+        .bind(offset_to_row(expected))
         .bind(reason)
         .bind(now_epoch_millis())
         .execute(&self.pool)
         .await
-        .map_err(store_error)?;
-        Ok(())
+        .map_err(store_error)?
+        .rows_affected();
+        Ok(stopped == 1)
     }
 
     async fn latest_offsets(&self) -> Result<Vec<(u32, u64)>, StoreError> {
@@ -191,9 +195,5 @@ impl ReadSideStore for SqliteJournal {
             latest.push((shard_from_row(shard)?, offset_from_row(offset)?));
         }
         Ok(latest)
-    }
-
-    fn guard_compaction(&self, read_side_ids: Vec<String>) {
-        self.compaction_guard.set(&read_side_ids);
     }
 }
