@@ -200,9 +200,12 @@ impl Journal for PostgresJournal {
                 Err(error) => return Err(store_error(error)),
             }
         }
-        let remaining: Vec<usize> = (0..requests.len())
+        let mut remaining: Vec<usize> = (0..requests.len())
             .filter(|&index| outcomes[index].is_none())
             .collect();
+        // Shard counter rows are locked in shard order, as in the single statement: two concurrent batches
+        // then wait for each other instead of deadlocking.
+        remaining.sort_by_key(|&index| requests[index].shard);
         if !remaining.is_empty() {
             let batch: Vec<&AppendRequest> =
                 remaining.iter().map(|&index| &requests[index]).collect();
