@@ -79,7 +79,12 @@ impl RunningNode {
     /// Starts a node and returns once its gRPC port accepts connections.
     pub async fn start(settings: Settings) -> Result<Self, NodeError> {
         let (journal, positions) = open_store(&settings.store).await?;
-        Self::start_with_stores(settings, journal, Some(positions)).await
+        let read_side_stores = if settings.read_sides.enabled {
+            Some(open_read_side_stores(&settings.store, journal.clone(), positions).await?)
+        } else {
+            None
+        };
+        Self::start_with_stores(settings, journal, read_side_stores).await
     }
 
     /// Starts a node on an already opened store (read-side positions are opened from the settings when read
@@ -88,21 +93,25 @@ impl RunningNode {
         settings: Settings,
         journal: Arc<dyn Journal>,
     ) -> Result<Self, NodeError> {
-        let positions = if settings.read_sides.enabled {
-            Some(open_store(&settings.store).await?.1)
+        let read_side_stores = if settings.read_sides.enabled {
+            let (own_journal, positions) = open_store(&settings.store).await?;
+            Some(ReadSideStores {
+                journal: own_journal,
+                positions,
+            })
         } else {
             None
         };
-        Self::start_with_stores(settings, journal, positions).await
+        Self::start_with_stores(settings, journal, read_side_stores).await
     }
 
     /// Starts a node on already opened stores: tests wrap either to inject faults (a journal that fails
-    /// appends, a position store that loses offset commits). `positions` is required when read sides are
-    /// enabled.
+    /// appends, a position store that loses offset commits). `read_side_stores` is required when read sides
+    /// are enabled.
     pub async fn start_with_stores(
         settings: Settings,
         journal: Arc<dyn Journal>,
-        positions: Option<Arc<dyn ReadSideStore>>,
+        read_side_stores: Option<ReadSideStores>,
     ) -> Result<Self, NodeError> {
         let writer_options = writer_options(&settings.store);
         let commits = ShardCommits::new(settings.num_shards);
@@ -150,18 +159,19 @@ impl RunningNode {
             )
             .await?,
         );
-        let positions = match (settings.read_sides.enabled, positions) {
+        let read_side_stores = match (settings.read_sides.enabled, read_side_stores) {
             (true, None) => return Err(ReadSideStartError::NoPositionStore.into()),
-            (true, Some(positions)) => Some(positions),
+            (true, Some(stores)) => Some(stores),
             (false, _) => None,
         };
-        let read_side_host = match &positions {
-            Some(positions) => {
+        let read_side_host = match &read_side_stores {
+            Some(stores) => {
                 start_read_sides(ReadSideStart {
                     settings: &settings.read_sides,
                     num_shards: settings.num_shards,
                     journal: journal.clone(),
-                    positions: positions.clone(),
+                    reader: stores.journal.clone(),
+                    positions: stores.positions.clone(),
                     commits,
                     keepalive: settings.grpc_client.keepalive,
                     cluster: cluster.as_ref().map(ClusterNode::region_cluster),
@@ -175,11 +185,11 @@ impl RunningNode {
                 .start_sharding(&router, read_side_host.clone())
                 .await?;
         }
-        let (read_side_manager, read_side_admin) = if let Some(positions) = positions {
+        let (read_side_manager, read_side_admin) = if let Some(stores) = read_side_stores {
             let control = ReadSideControl::new(
                 settings.read_sides.read_sides.clone(),
-                positions,
-                journal.clone(),
+                stores.positions,
+                stores.journal,
                 settings.num_shards,
                 read_side_host.clone(),
             );
@@ -326,6 +336,33 @@ impl RunningNode {
 
 /// The journal and the read-side positions: one database, one pool, two faces.
 type Stores = (Arc<dyn Journal>, Arc<dyn ReadSideStore>);
+
+/// What read sides read from: the journal (shard events) and their positions. On PostgreSQL they get a
+/// connection pool of their own (as the original's `cos-readside-pool`), so a backlog being delivered never
+/// takes connections from the write path; the compaction guard stays on the writer's journal.
+pub struct ReadSideStores {
+    pub journal: Arc<dyn Journal>,
+    pub positions: Arc<dyn ReadSideStore>,
+}
+
+/// Read-side stores next to the writer's: a second pool on PostgreSQL, the same file handle on SQLite (one
+/// writer anyway).
+async fn open_read_side_stores(
+    store: &StoreSettings,
+    journal: Arc<dyn Journal>,
+    positions: Arc<dyn ReadSideStore>,
+) -> Result<ReadSideStores, StoreError> {
+    match store {
+        StoreSettings::Sqlite(_) => Ok(ReadSideStores { journal, positions }),
+        StoreSettings::Postgres(postgres) => {
+            let own = Arc::new(PostgresJournal::connect(postgres).await?);
+            Ok(ReadSideStores {
+                journal: own.clone(),
+                positions: own,
+            })
+        }
+    }
+}
 
 async fn open_store(store: &StoreSettings) -> Result<Stores, StoreError> {
     match store {

@@ -44,7 +44,10 @@ pub enum ReadSideStartError {
 pub(crate) struct ReadSideStart<'a> {
     pub settings: &'a ReadSideSettings,
     pub num_shards: u32,
+    /// The writer's journal: its compactions must keep what read sides have not delivered.
     pub journal: Arc<dyn Journal>,
+    /// Where workers read shard events from (on PostgreSQL a pool of their own).
+    pub reader: Arc<dyn Journal>,
     pub positions: Arc<dyn ReadSideStore>,
     pub commits: ShardCommits,
     /// `COS_GRPC_KEEPALIVE_*`, for gRPC read handlers as for write handlers.
@@ -103,7 +106,7 @@ pub(crate) async fn start_read_sides(
     let arguments = HostArguments {
         read_sides: runtimes,
         context: Arc::new(ReadSideContext {
-            journal: start.journal,
+            journal: start.reader,
             positions: start.positions,
             commits: start.commits,
             poll_interval: POLL_INTERVAL,

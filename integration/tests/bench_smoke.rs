@@ -31,6 +31,9 @@ fn the_quick_benchmark_runs_every_scenario_and_prints_a_table() -> anyhow::Resul
         "recovery of an entity",
         "memory with",
         "distinct entities touched",
+        "read-side catch-up",
+        "read-side lag",
+        "read-side delivery throughput",
         "3 nodes vs 1 node",
     ] {
         let row = stdout

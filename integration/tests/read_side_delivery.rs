@@ -14,6 +14,7 @@ use cos_integration::support::node::{Backend, TestNode, TestStore, test_settings
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer};
 use cos_integration::support::read_side_node::{
     DELIVERY_WAIT, as_pairs, delivered, emit, manager, read_side_settings, revisions_of,
+    wait_for_offset,
 };
 use cos_integration::support::script_handler::ScriptHandler;
 
@@ -123,6 +124,7 @@ async fn a_lost_offset_commit_redelivers_the_event_and_loses_nothing(
     assert_eq!(revisions_of(&accepted, "redelivered"), vec![1, 1, 2]);
 
     let shard = shard_of("redelivered", SHARDS);
+    wait_for_offset(&node, "crashy", shard, 2).await?;
     let offsets = manager(&node)
         .await?
         .get_latest_offset(GetLatestOffsetRequest {

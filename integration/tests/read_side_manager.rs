@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::{
     GetLatestOffsetByShardRequest, GetLatestOffsetRequest, PauseReadSideByShardRequest,
-    PauseReadSideRequest, RestartReadSideByShardRequest, ResumeReadSideRequest,
-    SkipOffsetByShardRequest, SkipOffsetRequest,
+    RestartReadSideByShardRequest, ResumeReadSideRequest, SkipOffsetByShardRequest,
+    SkipOffsetRequest,
 };
 use cos_integration::support::node::{Backend, TestNode, TestStore};
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer, Reply, Rule};
 use cos_integration::support::read_side_node::{
     DELIVERY_WAIT, as_pairs, emit, id_outside_shard, ids_in_one_shard, manager, read_side_settings,
-    read_side_status, revisions_of,
+    read_side_status, revisions_of, wait_for_offset,
 };
 use cos_integration::support::script_handler::ScriptHandler;
 use tonic::Code;
@@ -37,6 +37,7 @@ async fn offsets_and_errors_name_shards_and_read_sides_precisely(
     emit(&mut node, &ids[1], "c").await?;
     server.wait_for_accepted(3, DELIVERY_WAIT).await;
     let mut client = manager(&node).await?;
+    wait_for_offset(&node, "view", shard, 3).await?;
 
     let all = client
         .get_latest_offset(GetLatestOffsetRequest {

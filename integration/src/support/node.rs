@@ -252,7 +252,11 @@ impl TestNode {
         journal: Arc<dyn Journal>,
         positions: Arc<dyn cos_core::store::read_sides::ReadSideStore>,
     ) -> anyhow::Result<Self> {
-        let node = RunningNode::start_with_stores(settings, journal, Some(positions)).await?;
+        let stores = cos_server::node::ReadSideStores {
+            journal: journal.clone(),
+            positions,
+        };
+        let node = RunningNode::start_with_stores(settings, journal, Some(stores)).await?;
         let client =
             ChiefOfStateServiceClient::connect(format!("http://{}", node.local_address())).await?;
         Ok(Self { node, client })

@@ -108,3 +108,29 @@ pub fn id_outside_shard(prefix: &str, shard: u32, num_shards: u32) -> String {
         .find(|id| cos_core::sharding::shard_of(id, num_shards) != shard)
         .unwrap_or_default()
 }
+
+/// Waits until the read side's stored offset on `shard` reaches `offset` (a handler's answer comes before
+/// the worker's commit of it).
+pub async fn wait_for_offset(
+    node: &TestNode,
+    read_side_id: &str,
+    shard: u32,
+    offset: u64,
+) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + DELIVERY_WAIT;
+    loop {
+        let status = read_side_status(node, read_side_id).await?;
+        let stored = status
+            .shards
+            .iter()
+            .find(|status| status.shard == shard)
+            .map_or(0, |status| status.offset);
+        if stored >= offset {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > give_up {
+            anyhow::bail!("{read_side_id} reached offset {stored} of {offset} on shard {shard}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
