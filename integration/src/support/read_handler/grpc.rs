@@ -46,11 +46,28 @@ impl ReadSideHandlerService for GrpcReadHandler {
 }
 
 /// Serves until the recorder's stop signal, then lets open calls finish (hung ones end unanswered).
-pub(super) async fn serve(listener: TcpListener, recorder: Recorder) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    recorder: Recorder,
+    identity: Option<super::TlsIdentity>,
+) {
     let service = ReadSideHandlerServiceServer::new(GrpcReadHandler {
         recorder: recorder.clone(),
     });
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = identity {
+        let config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(identity.certificate_pem, identity.key_pem),
+        );
+        builder = match builder.tls_config(config) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::warn!(error = %error, "grpc read handler cannot set up tls");
+                return;
+            }
+        };
+    }
+    let result = builder
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), recorder.until_stopped())
         .await;

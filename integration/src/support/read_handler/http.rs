@@ -26,7 +26,11 @@ use super::{Answer, Delivery, DeliveryHeaders, Recorder};
 const HANDLE_PATH: &str = "/v1/readside/handle";
 
 /// Accepts connections until the recorder's stop signal; dropping the connection set closes them all.
-pub(super) async fn serve(listener: TcpListener, recorder: Recorder) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    recorder: Recorder,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -42,11 +46,20 @@ pub(super) async fn serve(listener: TcpListener, recorder: Recorder) {
             }
         };
         let connection_recorder = recorder.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| handle(request, connection_recorder.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }

@@ -7,6 +7,7 @@ mod grpc;
 mod http;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -289,6 +290,8 @@ impl Recorder {
     }
 }
 
+pub use tls::TlsIdentity;
+
 /// A read handler server on 127.0.0.1 for one protocol; stops when dropped or on [`Self::shutdown`].
 pub struct ReadHandlerServer {
     pub port: u16,
@@ -322,6 +325,16 @@ impl ReadHandlerServer {
         port: u16,
         behaviour: Behaviour,
     ) -> std::io::Result<Self> {
+        Self::start_with_tls(protocol, port, behaviour, None).await
+    }
+
+    /// [`Self::start`] serving TLS with `identity` (gRPC over HTTP/2 with TLS, or HTTPS).
+    pub async fn start_with_tls(
+        protocol: ReadSideProtocol,
+        port: u16,
+        behaviour: Behaviour,
+        identity: Option<TlsIdentity>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let bound_port = listener.local_addr()?.port();
         let (stop, stopped) = watch::channel(false);
@@ -335,8 +348,13 @@ impl ReadHandlerServer {
             stopped,
         };
         let task = match protocol {
-            ReadSideProtocol::Grpc => tokio::spawn(grpc::serve(listener, recorder.clone())),
-            ReadSideProtocol::Http => tokio::spawn(http::serve(listener, recorder.clone())),
+            ReadSideProtocol::Grpc => {
+                tokio::spawn(grpc::serve(listener, recorder.clone(), identity))
+            }
+            ReadSideProtocol::Http => {
+                let acceptor = identity.map(tls::acceptor).transpose()?;
+                tokio::spawn(http::serve(listener, recorder.clone(), acceptor))
+            }
         };
         Ok(Self {
             port: bound_port,
