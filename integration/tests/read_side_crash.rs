@@ -1,0 +1,121 @@
+//! A `cos` process killed (SIGKILL) while its read side is delivering: after a restart on the same data,
+//! every event reaches the handler, in order per entity; what was acknowledged but not yet committed as an
+//! offset when the process died comes again (at-least-once), nothing is lost.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
+use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
+use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
+use cos_integration::support::read_handler::{Behaviour, Delivery, ReadHandlerServer, Rule};
+use cos_integration::support::script_handler::{ScriptHandler, text_any};
+use cos_integration::support::wait_until;
+
+const ENTITIES: usize = 4;
+const EVENTS_PER_ENTITY: u32 = 10;
+
+async fn start_node(
+    data: &tempfile::TempDir,
+    write_handler: SocketAddr,
+    server: &ReadHandlerServer,
+) -> anyhow::Result<ChildProcess> {
+    let port = free_port()?;
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut environment: Vec<(String, String)> = [
+        ("COS_ADDRESS", "127.0.0.1".to_string()),
+        ("COS_PORT", port.to_string()),
+        ("COS_DATA_DIR", data.path().to_string_lossy().into_owned()),
+        ("COS_WRITE_SIDE_HOST", write_handler.ip().to_string()),
+        ("COS_WRITE_SIDE_PORT", write_handler.port().to_string()),
+        ("COS_READ_SIDE_ENABLED", "true".to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
+    environment.extend(server.environment("crashy"));
+    ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, address).await
+}
+
+/// Revisions per entity in arrival order, checked: all of 1..=n, each either the next one or a step back
+/// (the start of a redelivery), never a jump ahead.
+fn assert_complete_and_ordered(deliveries: &[Delivery]) {
+    let mut revisions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for delivery in deliveries {
+        revisions
+            .entry(delivery.entity_id.clone())
+            .or_default()
+            .push(delivery.revision);
+    }
+    assert_eq!(revisions.len(), ENTITIES);
+    for (entity, seen) in &revisions {
+        let distinct: HashSet<u32> = seen.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            EVENTS_PER_ENTITY as usize,
+            "{entity}: {seen:?}"
+        );
+        let mut previous = 0;
+        for revision in seen {
+            assert!(
+                *revision == previous + 1 || *revision <= previous,
+                "{entity}: {revision} after {previous}: {seen:?}"
+            );
+            previous = *revision;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_redelivers_what_it_had_not_committed_and_loses_nothing() -> anyhow::Result<()>
+{
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    // Slow answers keep deliveries in flight when the process dies.
+    let server = ReadHandlerServer::start_grpc(
+        Behaviour::new(Rule::AcceptAll).with_delay(Duration::from_millis(15)),
+    )
+    .await;
+    let data = tempfile::TempDir::new()?;
+    let node = start_node(&data, running.address, &server).await?;
+    let mut client = ChiefOfStateServiceClient::connect(format!("http://{}", node.address)).await?;
+    for revision in 1..=EVENTS_PER_ENTITY {
+        for entity in 0..ENTITIES {
+            client
+                .process_command(ProcessCommandRequest {
+                    entity_id: format!("crash-{entity}"),
+                    command: Some(text_any(&format!("emit:e{revision}"))),
+                })
+                .await?;
+        }
+    }
+    let total = ENTITIES * EVENTS_PER_ENTITY as usize;
+    let some_delivered = wait_until(Duration::from_secs(15), || server.accepted().len() >= 5).await;
+    assert!(some_delivered);
+    let pid = node.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
+    drop(node);
+    let before_restart = server.accepted().len();
+    assert!(
+        before_restart < total,
+        "the kill came before the end: {before_restart}"
+    );
+
+    let restarted = start_node(&data, running.address, &server).await?;
+    let complete = wait_until(Duration::from_secs(30), || {
+        let distinct: HashSet<(String, u32)> = server
+            .accepted()
+            .into_iter()
+            .map(|delivery| (delivery.entity_id, delivery.revision))
+            .collect();
+        distinct.len() == total
+    })
+    .await;
+    assert!(complete, "every event delivered after the restart");
+    assert_complete_and_ordered(&server.accepted());
+    restarted.stop().await
+}
