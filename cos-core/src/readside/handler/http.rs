@@ -3,16 +3,18 @@
 //!
 //! Like Kubernetes discovery, this is a hand-rolled HTTP/1.1 exchange on hyper and tokio-rustls (aws-lc-rs
 //! provider passed explicitly), which tonic already pulls in; a general HTTP client would double the build for
-//! one request shape. Each call opens its own connection (`Connection: close`): simple and isolated per event,
-//! at the cost of a TCP (and TLS) handshake per event.
+//! one request shape. Connections are kept alive and reused (a few idle ones per read side, as many as its
+//! shards deliver at once), so a busy read side does not pay a TCP (and TLS) handshake per event; a
+//! connection that fails or times out mid-call is dropped, never reused.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -39,6 +41,9 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// How much of an error body is kept in [`ReadHandlerError::HttpStatus`].
 const MAX_ERROR_BODY_CHARS: usize = 200;
 
+/// Most idle connections kept per read side (more are closed after their call).
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
 /// A read handler reached over HTTP/1.1 with JSON.
 pub struct HttpReadHandler {
     host: String,
@@ -50,6 +55,8 @@ pub struct HttpReadHandler {
     /// Built once, since it reads the system trust store; `None` for plain http.
     tls: Option<(TlsConnector, ServerName<'static>)>,
     timeout: Duration,
+    /// Kept-alive connections ready for the next call.
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl HttpReadHandler {
@@ -93,6 +100,7 @@ impl HttpReadHandler {
             address,
             tls,
             timeout: config.timeout,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -104,7 +112,6 @@ impl HttpReadHandler {
         let mut builder = Request::post(HANDLE_PATH)
             .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, "application/json")
-            .header(CONNECTION, "close")
             .header(EVENT_TAG_HEADER, delivery.shard.to_string())
             .header(ENTITY_TYPE_HEADER, delivery.entity_type);
         // HTTP header values may carry any byte but controls; the body has `meta.entity_id` anyway.
@@ -121,59 +128,98 @@ impl HttpReadHandler {
         })
     }
 
-    /// Connects (with TLS when configured) and runs one exchange; the caller applies the deadline.
+    /// Runs one exchange on an idle connection, or a new one; the caller applies the deadline.
     async fn call(
         &self,
         request: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Bytes), ReadHandlerError> {
+        let (mut sender, reused) = match self.take_idle().await {
+            Some(sender) => (sender, true),
+            None => (self.connect().await?, false),
+        };
+        // A kept-alive connection the server closed meanwhile fails before any answer: send again once on
+        // a fresh connection (the handler did not get it, or gets it twice: at-least-once either way).
+        let retry = reused.then(|| request.clone());
+        let response = match (sender.send_request(request).await, retry) {
+            (Ok(response), _) => response,
+            (Err(error), Some(request)) => {
+                tracing::debug!(address = %self.address, %error, "kept-alive connection failed; reconnecting");
+                sender = self.connect().await?;
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(|error| self.unavailable(error))?
+            }
+            (Err(error), None) => return Err(self.unavailable(error)),
+        };
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|error| self.unavailable(format!("cannot read the response body: {error}")))?
+            .to_bytes();
+        self.put_idle(sender);
+        Ok((status, body))
+    }
+
+    /// An idle connection that is still open and ready for a request, if any.
+    async fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let candidate = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            let mut sender = candidate;
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn put_idle(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(sender);
+        }
+    }
+
+    /// Opens a connection (with TLS when configured); its driver runs in its own task until the connection
+    /// closes (both ends idle, the server closes it, or the sender is dropped).
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ReadHandlerError> {
         let tcp_stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|error| self.unavailable(error))?;
+        let _ = tcp_stream.set_nodelay(true);
         match &self.tls {
-            None => self.exchange(tcp_stream, request).await,
+            None => self.handshake(tcp_stream).await,
             Some((connector, server_name)) => {
                 let tls_stream = connector
                     .connect(server_name.clone(), tcp_stream)
                     .await
                     .map_err(|error| self.unavailable(format!("tls handshake failed: {error}")))?;
-                self.exchange(tls_stream, request).await
+                self.handshake(tls_stream).await
             }
         }
     }
 
-    /// Sends `request` over `stream` and reads the whole response, driving the connection in the same task.
-    async fn exchange<S>(
-        &self,
-        stream: S,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), ReadHandlerError>
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, ReadHandlerError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|error| self.unavailable(error))?;
-        let response_future = async move {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|error| self.unavailable(error))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|error| {
-                    self.unavailable(format!("cannot read the response body: {error}"))
-                })?
-                .to_bytes();
-            // `sender` is dropped here, which lets `connection` finish.
-            Ok((status, body))
-        };
-        let (connection_result, response_result) = tokio::join!(connection, response_future);
-        if let Err(error) = connection_result {
-            tracing::debug!(address = %self.address, error = %error, "read handler connection ended with an error");
-        }
-        response_result
+        let address = self.address.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%address, %error, "read handler connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     fn unavailable(&self, reason: impl ToString) -> ReadHandlerError {

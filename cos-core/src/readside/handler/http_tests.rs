@@ -264,3 +264,46 @@ async fn http_breaker_opens_after_error_statuses_but_not_after_false_answers() {
     );
     assert_eq!(refusing_seen.lock().unwrap().len(), 3);
 }
+
+/// Answers `{"successful":true}` on every request; counts the connections it accepted. With `keep_alive`
+/// off it closes each connection after its answer.
+async fn serve_counting_connections(keep_alive: bool) -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(Mutex::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            *counter.lock().unwrap() += 1;
+            let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                let _ = request.into_body().collect().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    br#"{"successful":true}"#,
+                ))))
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test]
+async fn http_calls_reuse_a_kept_alive_connection() {
+    let (port, connections) = serve_counting_connections(true).await;
+    let results = deliver(port, Duration::from_secs(5), None, 5).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(*connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn http_calls_reconnect_when_the_server_closes_connections() {
+    let (port, connections) = serve_counting_connections(false).await;
+    let results = deliver(port, Duration::from_secs(5), None, 5).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(*connections.lock().unwrap(), 5);
+}
