@@ -25,7 +25,10 @@ pub struct BenchConfig {
     pub memory_samples: Vec<usize>,
     /// Distinct entities touched with default passivation.
     pub distinct_entities: usize,
-    /// Scenario groups to run (`write`, `recovery`, `memory`, `cluster`); empty means all. Baselines always run.
+    /// Longest wait for a read side to deliver what was written (it also stops after 5 s without progress).
+    pub read_side_wait: Duration,
+    /// Scenario groups to run (`write`, `recovery`, `memory`, `readside`, `cluster`); empty means all.
+    /// Baselines always run.
     pub only: Vec<String>,
 }
 
@@ -48,6 +51,7 @@ impl BenchConfig {
             recovery_events: 2_000,
             memory_samples: vec![500, 2_000],
             distinct_entities: 3_000,
+            read_side_wait: Duration::from_secs(20),
             only: Vec::new(),
         }
     }
@@ -63,6 +67,7 @@ impl BenchConfig {
             recovery_events: 100_000,
             memory_samples: vec![10_000, 100_000],
             distinct_entities: 1_000_000,
+            read_side_wait: Duration::from_secs(300),
             only: Vec::new(),
         }
     }

@@ -30,12 +30,7 @@ impl LoadResult {
 
     /// The latency below which `quantile` (0..=1) of the operations finished.
     pub fn percentile(&self, quantile: f64) -> Duration {
-        if self.latencies_micros.is_empty() {
-            return Duration::ZERO;
-        }
-        let last = self.latencies_micros.len() - 1;
-        let index = ((last as f64) * quantile.clamp(0.0, 1.0)).round() as usize;
-        Duration::from_micros(self.latencies_micros[index.min(last)])
+        percentile_of(&self.latencies_micros, quantile)
     }
 
     fn merge(results: Vec<WorkerResult>, elapsed: Duration) -> Self {
@@ -51,6 +46,15 @@ impl LoadResult {
         merged.latencies_micros.sort_unstable();
         merged
     }
+}
+
+/// The value below which `quantile` (0..=1) of sorted microsecond samples lie; zero without samples.
+pub fn percentile_of(sorted_micros: &[u64], quantile: f64) -> Duration {
+    let Some(last) = sorted_micros.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    let index = ((last as f64) * quantile.clamp(0.0, 1.0)).round() as usize;
+    Duration::from_micros(sorted_micros[index.min(last)])
 }
 
 #[derive(Default)]

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 /// A binary next to the running one (all of the workspace's binaries land in one target directory).
 pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -52,11 +52,38 @@ impl ChildProcess {
         environment: &[(String, String)],
         address: SocketAddr,
     ) -> anyhow::Result<Self> {
+        Self::launch(name, binary, args, environment, address, Stdio::null()).await
+    }
+
+    /// Like [`ChildProcess::start`], with the child's standard output piped to this process.
+    pub async fn start_with_output(
+        name: &str,
+        binary: PathBuf,
+        args: &[String],
+        address: SocketAddr,
+    ) -> anyhow::Result<(Self, ChildStdout)> {
+        let mut process = Self::launch(name, binary, args, &[], address, Stdio::piped()).await?;
+        let output = process
+            .child
+            .stdout
+            .take()
+            .context("the child's standard output was not piped")?;
+        Ok((process, output))
+    }
+
+    async fn launch(
+        name: &str,
+        binary: PathBuf,
+        args: &[String],
+        environment: &[(String, String)],
+        address: SocketAddr,
+        stdout: Stdio,
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new(&binary);
         command
             .args(args)
             .envs(environment.iter().cloned())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let mut child = command

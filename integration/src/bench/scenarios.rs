@@ -15,6 +15,7 @@ pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
 use super::load::{LoadResult, closed_loop, open_loop};
 use super::process::{ChildProcess, free_port};
+use super::readside::read_side_scenarios;
 use super::report::{Row, Verdict, describe, millis};
 use super::resources::{memory_scenarios, recovery_scenarios};
 use super::setup::{BenchStore, channels, start_cos};
@@ -190,13 +191,9 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
     if config.runs("memory") {
         memory_scenarios(handler_address, config, &mut rows).await?;
     }
-    rows.push(Row {
-        scenario: "read-side lag p50/p99, read-side throughput".into(),
-        figure: "not measured: read sides are not built yet".into(),
-        ratio: String::new(),
-        target: "p99 ≤ 100 ms".into(),
-        verdict: Verdict::Informational,
-    });
+    if config.runs("readside") {
+        read_side_scenarios(handler_address, config, &mut rows).await?;
+    }
     if config.runs("cluster") {
         match &config.postgres {
             Some(target) => rows

@@ -1,8 +1,8 @@
 //! `cos-bench`: measures Chief of State against baselines taken in the same run (see docs/performance.md).
 //!
-//! `cos-bench run [--quick]` starts the write handler, an echo server and Chief of State as separate
-//! processes, drives load over gRPC from this one, and prints a markdown table. `cos-bench handler` and
-//! `cos-bench echo` are the child processes it starts.
+//! `cos-bench run [--quick]` starts the write handler, an echo server, a read handler and Chief of State as
+//! separate processes, drives load over gRPC from this one, and prints a markdown table. `cos-bench handler`,
+//! `cos-bench echo` and `cos-bench read-handler` are the child processes it starts.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cos_integration::bench::report::markdown;
 use cos_integration::bench::scenarios::{BenchConfig, PostgresTarget, run_all};
-use cos_integration::bench::{counter_handler, echo};
+use cos_integration::bench::{counter_handler, echo, read_handler};
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +47,8 @@ enum Command {
         pg_database: String,
         #[arg(long)]
         no_postgres: bool,
-        /// Only these scenario groups (comma-separated: write, recovery, memory, cluster); baselines always run.
+        /// Only these scenario groups (comma-separated: write, recovery, memory, readside, cluster); baselines
+        /// always run.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Distinct entities for the passivation memory scenario (overrides the preset).
@@ -61,6 +62,11 @@ enum Command {
     },
     /// Serve the bare echo service (a child process of `run`).
     Echo {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Serve the recording read handler, one line per delivery on stdout (a child process of `run`).
+    ReadHandler {
         #[arg(long)]
         listen: SocketAddr,
     },
@@ -86,6 +92,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Echo { listen } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             echo::serve(listener).await?;
+        }
+        Command::ReadHandler { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            read_handler::serve(listener).await?;
         }
         Command::Run {
             quick,
