@@ -75,11 +75,17 @@ pub struct HostState {
     releasing: BTreeSet<u32>,
     /// Per hosted shard, the flag that tells its workers to stop delivering (set when it is released).
     released: HashMap<u32, Arc<AtomicBool>>,
-    workers: HashMap<(String, u32), ActorRef<WorkerMessage>>,
+    workers: HashMap<(String, u32), WorkerEntry>,
     by_actor: HashMap<ActorId, (String, u32)>,
     /// Bumped when a shard is released: a placement answer asked for before is stale.
     epochs: HashMap<u32, u64>,
     checking: bool,
+}
+
+/// A running worker and its "reload queued" flag (set with the Reload sent to it, so it ends its turn).
+struct WorkerEntry {
+    actor: ActorRef<WorkerMessage>,
+    reload_queued: Arc<AtomicBool>,
 }
 
 /// The host actor.
@@ -142,7 +148,11 @@ impl Actor for ReadSideHost {
         for flag in state.released.values() {
             flag.store(true, Ordering::Release);
         }
-        let workers: Vec<ActorRef<WorkerMessage>> = state.workers.drain().map(|(_, w)| w).collect();
+        let workers: Vec<ActorRef<WorkerMessage>> = state
+            .workers
+            .drain()
+            .map(|(_, entry)| entry.actor)
+            .collect();
         stop_all(workers).await;
         Ok(())
     }
@@ -201,7 +211,7 @@ impl Actor for ReadSideHost {
         if state
             .workers
             .get(&key)
-            .is_some_and(|worker| worker.get_id() == actor_id)
+            .is_some_and(|entry| entry.actor.get_id() == actor_id)
         {
             state.workers.remove(&key);
         }
@@ -244,17 +254,25 @@ impl HostState {
             .entry(shard)
             .or_insert_with(|| Arc::new(AtomicBool::new(false)))
             .clone();
+        let reload_queued = Arc::new(AtomicBool::new(false));
         let arguments = WorkerArguments {
             runtime,
             context: self.context.clone(),
             shard,
             released,
+            reload_queued: reload_queued.clone(),
         };
         match Actor::spawn_linked(None, ReadSideWorker, arguments, myself.get_cell()).await {
             Ok((worker, _join)) => {
                 self.by_actor
                     .insert(worker.get_id(), (read_side_id.clone(), shard));
-                self.workers.insert((read_side_id, shard), worker);
+                self.workers.insert(
+                    (read_side_id, shard),
+                    WorkerEntry {
+                        actor: worker,
+                        reload_queued,
+                    },
+                );
             }
             Err(error) => {
                 tracing::error!(read_side = %read_side_id, shard, %error, "cannot start a read side worker");
@@ -286,6 +304,7 @@ impl HostState {
         let workers: Vec<ActorRef<WorkerMessage>> = keys
             .iter()
             .filter_map(|key| self.workers.remove(key))
+            .map(|entry| entry.actor)
             .collect();
         let was_hosted = self.hosted.remove(&shard);
         if workers.is_empty() {
@@ -312,10 +331,12 @@ impl HostState {
     }
 
     fn reload(&self, read_side_id: &str, shard: Option<u32>) {
-        for ((worker_read_side, worker_shard), worker) in &self.workers {
-            if worker_read_side == read_side_id && shard.is_none_or(|shard| shard == *worker_shard)
+        for ((worker_read_side, worker_shard), entry) in &self.workers {
+            if worker_read_side == read_side_id
+                && shard.is_none_or(|shard| shard == *worker_shard)
+                && !entry.reload_queued.swap(true, Ordering::AcqRel)
             {
-                let _ = worker.cast(WorkerMessage::Reload);
+                let _ = entry.actor.cast(WorkerMessage::Reload);
             }
         }
     }

@@ -3,10 +3,13 @@
 //! the handler said `successful: true` — at-least-once, never skipping.
 //!
 //! It wakes on the node's commit notices for its shard, and on a slow tick as a fallback. It delivers a
-//! bounded number of events per message, so a stop (hand-off) or an operator's reload waits at most one
-//! handler call. Replays wait on a timer, not in the handler, for the same reason. Every write of the
-//! position is a compare-and-set from the offset this worker stands on, and only while the shard runs: an
-//! operator's pause, skip or restart (made on any node) makes the next write fail, and the worker reloads.
+//! bounded number of events per message (a turn) and stores the offset once per turn, so a backlog costs one
+//! position write per turn rather than per event; a crash then redelivers at most one turn (at-least-once).
+//! A turn ends early when the shard is released or a reload is asked for, so a hand-off or an operator's
+//! action waits at most one handler call. Replays wait on a timer, not in the handler, for the same reason.
+//! Every write of the position is a compare-and-set from the offset this worker stands on, and only while the
+//! shard runs: an operator's pause, skip or restart (made on any node) makes the next write fail, and the
+//! worker reloads.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +50,9 @@ pub struct WorkerArguments {
     /// Set by the host when the shard is released: the worker ends its turn after the current event, so a
     /// hand-off waits for at most one handler call.
     pub released: Arc<AtomicBool>,
+    /// Set while a Reload is queued (a poll tick, or an operator's change forwarded by the host): the worker
+    /// ends its turn after the current event to read its position.
+    pub reload_queued: Arc<AtomicBool>,
 }
 
 /// The state of a worker.
@@ -58,9 +64,10 @@ pub struct WorkerState {
     position: ReadSidePosition,
     /// Events read but not yet delivered, in offset order.
     pending: VecDeque<ShardEvent>,
-    /// The newest event passed over because the read side does not listen to its type, not yet committed:
-    /// one commit covers a run of them (or the next delivered event's commit does).
-    passed_over_through: Option<u64>,
+    /// The newest event dealt with (acknowledged by the handler, passed over because the read side does not
+    /// listen to its type, or skipped by the failure policy) whose offset is not stored yet: stored at the
+    /// end of the turn, before a stop and before a replay pause.
+    uncommitted_through: Option<u64>,
     /// Failed deliveries of the first pending event so far (for replays).
     failed_attempts: u32,
     /// Nothing is tried before this instant (a replay interval or a store back-off); a timer wakes it.
@@ -92,9 +99,9 @@ impl Actor for ReadSideWorker {
             context,
             shard,
             released,
+            reload_queued,
         } = arguments;
         let wake_queued = Arc::new(AtomicBool::new(false));
-        let reload_queued = Arc::new(AtomicBool::new(false));
         let mut background = Vec::with_capacity(2);
         if let Some(mut receiver) = context.commits.subscribe(shard) {
             let worker = myself.clone();
@@ -132,7 +139,7 @@ impl Actor for ReadSideWorker {
             shard,
             position: ReadSidePosition::default(),
             pending: VecDeque::new(),
-            passed_over_through: None,
+            uncommitted_through: None,
             failed_attempts: 0,
             resume_at: None,
             wake_queued,
@@ -180,7 +187,7 @@ impl Actor for ReadSideWorker {
 
 /// What became of one delivery attempt.
 enum Outcome {
-    /// Delivered (or passed over) and committed: go on with the next event.
+    /// Dealt with (its offset is stored at the end of the turn): go on with the next event.
     Next,
     /// Stop this turn; a timer, a notice or an operator wakes the worker again.
     Wait,
@@ -210,7 +217,7 @@ impl WorkerState {
         };
         if stored.offset != self.position.offset || !stored.is_running() {
             self.pending.clear();
-            self.passed_over_through = None;
+            self.uncommitted_through = None;
             self.failed_attempts = 0;
             self.resume_at = None;
         }
@@ -222,7 +229,8 @@ impl WorkerState {
         true
     }
 
-    /// Delivers up to [`EVENTS_PER_TURN`] events; queues another turn when more may be waiting.
+    /// Delivers up to [`EVENTS_PER_TURN`] events and stores the offset reached; queues another turn when
+    /// more may be waiting.
     async fn deliver_turn(&mut self, myself: &ActorRef<WorkerMessage>) {
         if !self.position.is_running() {
             return;
@@ -239,23 +247,39 @@ impl WorkerState {
             }
         }
         let mut more = true;
+        let mut read_everything = false;
         for _ in 0..EVENTS_PER_TURN {
-            if self.released.load(Ordering::Acquire) || !self.position.is_running() {
+            if self.released.load(Ordering::Acquire)
+                || self.reload_queued.load(Ordering::Acquire)
+                || !self.position.is_running()
+            {
                 more = false;
                 break;
             }
-            if self.pending.is_empty() && !self.read_ahead(myself).await {
-                more = false;
-                break;
+            if self.pending.is_empty() {
+                // A short read means the journal had nothing more: a commit notice wakes the next turn.
+                if read_everything {
+                    more = false;
+                    break;
+                }
+                match self.read_ahead(myself).await {
+                    Some(short) => read_everything = short,
+                    None => {
+                        more = false;
+                        break;
+                    }
+                }
+                if self.pending.is_empty() {
+                    more = false;
+                    break;
+                }
             }
             if let Outcome::Wait = self.deliver_first(myself).await {
                 more = false;
                 break;
             }
         }
-        if let Some(offset) = self.passed_over_through
-            && let Outcome::Wait = self.commit(myself, offset).await
-        {
+        if let Outcome::Wait = self.store_progress(myself).await {
             return;
         }
         if more {
@@ -263,9 +287,10 @@ impl WorkerState {
         }
     }
 
-    /// Fills `pending` from the journal; false when there is nothing to deliver now.
-    async fn read_ahead(&mut self, myself: &ActorRef<WorkerMessage>) -> bool {
-        let after = self.passed_over_through.unwrap_or(self.position.offset);
+    /// Fills `pending` from the journal: `Some(true)` when the read came back short (nothing more is
+    /// there now), `None` when the journal could not be read.
+    async fn read_ahead(&mut self, myself: &ActorRef<WorkerMessage>) -> Option<bool> {
+        let after = self.uncommitted_through.unwrap_or(self.position.offset);
         let read = self
             .context
             .journal
@@ -273,14 +298,15 @@ impl WorkerState {
             .await;
         match read {
             Ok(events) => {
+                let short = events.len() < usize::try_from(self.context.batch_size).unwrap_or(0);
                 self.pending.extend(events);
-                !self.pending.is_empty()
+                Some(short)
             }
             Err(error) => {
                 tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, %error,
                     "cannot read the journal; retrying");
                 self.pause_for(myself, STORE_RETRY_PAUSE);
-                false
+                None
             }
         }
     }
@@ -292,10 +318,8 @@ impl WorkerState {
         };
         let offset = event.offset;
         if !self.runtime.listens_to(event.key.entity_type.as_str()) {
-            // Not for this read side: passed over, committed with the next delivered event or the turn's end.
-            self.pending.pop_front();
-            self.passed_over_through = Some(offset);
-            return Outcome::Next;
+            // Not for this read side: passed over.
+            return self.dealt_with(offset);
         }
         let failure = match decode_shard_event(event) {
             Ok(wrapper) => {
@@ -314,7 +338,7 @@ impl WorkerState {
         };
         let Some(reason) = failure else {
             self.failed_attempts = 0;
-            return self.commit(myself, offset).await;
+            return self.dealt_with(offset);
         };
         let event = self.pending.front().map(describe).unwrap_or_default();
         self.failed(myself, offset, &event, &reason).await
@@ -339,14 +363,20 @@ impl WorkerState {
         if self.failed_attempts <= retries {
             tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, event, reason,
                 attempt = self.failed_attempts, retries, "read handler failed; replaying the event");
-            self.pause_for(myself, interval);
+            // What came before the failing event is done: store it before waiting.
+            if let Outcome::Next = self.store_progress(myself).await {
+                self.pause_for(myself, interval);
+            }
             return Outcome::Wait;
         }
         self.failed_attempts = 0;
         if skip_at_end {
             tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, event, reason,
                 policy = policy.name(), "read handler failed; skipping the event");
-            return self.commit(myself, offset).await;
+            return self.dealt_with(offset);
+        }
+        if let Outcome::Wait = self.store_progress(myself).await {
+            return Outcome::Wait;
         }
         self.stop(myself, offset, event, reason, policy).await
     }
@@ -365,7 +395,7 @@ impl WorkerState {
             policy.name()
         );
         self.pending.clear();
-        self.passed_over_through = None;
+        self.uncommitted_through = None;
         let recorded = self
             .context
             .positions
@@ -398,9 +428,20 @@ impl WorkerState {
         Outcome::Wait
     }
 
-    /// Moves the stored offset to `offset` (compare-and-set from where this worker stands, only while the
-    /// shard runs) and drops the delivered event.
-    async fn commit(&mut self, myself: &ActorRef<WorkerMessage>, offset: u64) -> Outcome {
+    /// Marks the first pending event (at `offset`) as dealt with; its offset is stored with the turn's.
+    fn dealt_with(&mut self, offset: u64) -> Outcome {
+        self.pending.pop_front();
+        self.uncommitted_through = Some(offset);
+        Outcome::Next
+    }
+
+    /// Stores the offset of the last event dealt with (compare-and-set from where this worker stands, only
+    /// while the shard runs). `Wait` when it could not: what was delivered since the last stored offset then
+    /// comes again (at-least-once).
+    async fn store_progress(&mut self, myself: &ActorRef<WorkerMessage>) -> Outcome {
+        let Some(offset) = self.uncommitted_through else {
+            return Outcome::Next;
+        };
         let committed = self
             .context
             .positions
@@ -411,39 +452,29 @@ impl WorkerState {
                 offset,
             )
             .await;
+        self.uncommitted_through = None;
         match committed {
             Ok(true) => {
-                while self
-                    .pending
-                    .front()
-                    .is_some_and(|event| event.offset <= offset)
-                {
-                    self.pending.pop_front();
-                }
-                self.passed_over_through = None;
                 self.position.offset = offset;
                 Outcome::Next
             }
             Ok(false) => {
                 // Somebody else moved it or stopped the shard: an operator, or a worker on a node that had
-                // the shard before. What was delivered meanwhile may come again (at-least-once).
+                // the shard before.
                 tracing::info!(read_side = %self.read_side_id(), shard = self.shard,
                     "read side position changed elsewhere; reloading");
                 self.pending.clear();
-                self.passed_over_through = None;
                 if self.reload().await {
-                    Outcome::Next
+                    self.queue_wake(myself);
                 } else {
                     self.pause_for(myself, STORE_RETRY_PAUSE);
-                    Outcome::Wait
                 }
+                Outcome::Wait
             }
             Err(error) => {
-                // The event is delivered again after the pause: at-least-once, never lost.
                 tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, offset, %error,
-                    "cannot store the read side offset; the event will be delivered again");
+                    "cannot store the read side offset; the events since the last one will be delivered again");
                 self.pending.clear();
-                self.passed_over_through = None;
                 self.pause_for(myself, STORE_RETRY_PAUSE);
                 Outcome::Wait
             }

@@ -1,6 +1,5 @@
 //! [`ReadSideStore`] on PostgreSQL. The worker's offset commits run with `synchronous_commit = off`: losing the
-//! last few on a crash only means redelivering those events (at-least-once), and it spares one fsync per
-//! delivered event.
+//! last few on a crash only means redelivering those events (at-least-once), and it spares an fsync per turn.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -93,14 +92,11 @@ impl ReadSideStore for PostgresJournal {
         expected: u64,
         offset: u64,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *transaction)
-            .await
-            .map_err(store_error)?;
+        // One round trip: the statement's own (implicit) transaction commits asynchronously.
         let moved = sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
-             VALUES ($1, $2, $4, $5) ON CONFLICT (read_side_id, shard) \
+            "WITH asynchronous AS (SELECT set_config('synchronous_commit', 'off', true)) \
+             INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
+             SELECT $1, $2, $4, $5 FROM asynchronous ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at \
              WHERE cos_read_side_positions.shard_offset = $3 \
              AND NOT cos_read_side_positions.paused AND cos_read_side_positions.stopped_reason IS NULL",
@@ -110,11 +106,10 @@ impl ReadSideStore for PostgresJournal {
         .bind(offset_to_row(expected))
         .bind(offset_to_row(offset))
         .bind(now_epoch_millis())
-        .execute(&mut *transaction)
+        .execute(&self.pool)
         .await
         .map_err(store_error)?
         .rows_affected();
-        transaction.commit().await.map_err(store_error)?;
         Ok(moved == 1)
     }
 
