@@ -80,7 +80,7 @@ impl RunningNode {
     pub async fn start(settings: Settings) -> Result<Self, NodeError> {
         let (journal, positions) = open_store(&settings.store).await?;
         let read_side_stores = if settings.read_sides.enabled {
-            Some(open_read_side_stores(&settings.store, journal.clone(), positions).await?)
+            Some(open_read_side_stores(&settings.store, positions).await?)
         } else {
             None
         };
@@ -97,7 +97,8 @@ impl RunningNode {
             let (own_journal, positions) = open_store(&settings.store).await?;
             Some(ReadSideStores {
                 journal: own_journal,
-                positions,
+                positions: positions.clone(),
+                operations: positions,
             })
         } else {
             None
@@ -188,7 +189,7 @@ impl RunningNode {
         let (read_side_manager, read_side_admin) = if let Some(stores) = read_side_stores {
             let control = ReadSideControl::new(
                 settings.read_sides.read_sides.clone(),
-                stores.positions,
+                stores.operations,
                 stores.journal,
                 settings.num_shards,
                 read_side_host.clone(),
@@ -337,28 +338,39 @@ impl RunningNode {
 /// The journal and the read-side positions: one database, one pool, two faces.
 type Stores = (Arc<dyn Journal>, Arc<dyn ReadSideStore>);
 
-/// What read sides read from: the journal (shard events) and their positions. On PostgreSQL they get a
-/// connection pool of their own (as the original's `cos-readside-pool`), so a backlog being delivered never
-/// takes connections from the write path; the compaction guard stays on the writer's journal.
+/// What read sides use: the journal their workers read shard events from, the positions their workers
+/// write, and the positions operators' changes go to. On PostgreSQL workers get a connection pool of their
+/// own (as the original's `cos-readside-pool`), so a backlog being delivered never takes connections from
+/// the write path; on SQLite a handle whose offset writes skip the fsync. The compaction guard stays on the
+/// writer's journal.
 pub struct ReadSideStores {
     pub journal: Arc<dyn Journal>,
     pub positions: Arc<dyn ReadSideStore>,
+    /// Where the manager service writes pauses, restarts and skips (always fully durable).
+    pub operations: Arc<dyn ReadSideStore>,
 }
 
-/// Read-side stores next to the writer's: a second pool on PostgreSQL, the same file handle on SQLite (one
-/// writer anyway).
+/// Read-side stores next to the writer's: a second pool on PostgreSQL, a second handle without per-commit
+/// fsync on SQLite; operators' changes keep the writer's fully durable store on SQLite.
 async fn open_read_side_stores(
     store: &StoreSettings,
-    journal: Arc<dyn Journal>,
     positions: Arc<dyn ReadSideStore>,
 ) -> Result<ReadSideStores, StoreError> {
     match store {
-        StoreSettings::Sqlite(_) => Ok(ReadSideStores { journal, positions }),
+        StoreSettings::Sqlite(sqlite) => {
+            let own = Arc::new(SqliteJournal::open_for_read_sides(sqlite).await?);
+            Ok(ReadSideStores {
+                journal: own.clone(),
+                positions: own,
+                operations: positions,
+            })
+        }
         StoreSettings::Postgres(postgres) => {
             let own = Arc::new(PostgresJournal::connect(postgres).await?);
             Ok(ReadSideStores {
                 journal: own.clone(),
-                positions: own,
+                positions: own.clone(),
+                operations: own,
             })
         }
     }

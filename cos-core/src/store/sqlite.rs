@@ -32,6 +32,22 @@ pub struct SqliteJournal {
 impl SqliteJournal {
     /// Opens (creating if needed) `cos.db` in the data directory and applies pending migrations.
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        Self::open_with(settings, SqliteSynchronous::Full, 4).await
+    }
+
+    /// A second handle on the same file for read-side workers: their offset writes do not wait for an
+    /// fsync (`synchronous = NORMAL` in WAL mode survives a process crash; a power loss can only cost the
+    /// last offsets, which means redelivery), so a busy read side does not hold the single write lock for an
+    /// fsync per turn. Journal writes and operators' changes keep the fully synchronous handle.
+    pub async fn open_for_read_sides(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        Self::open_with(settings, SqliteSynchronous::Normal, 2).await
+    }
+
+    async fn open_with(
+        settings: &SqliteSettings,
+        synchronous: SqliteSynchronous,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         tokio::fs::create_dir_all(&settings.data_dir)
             .await
             .map_err(|error| {
@@ -45,10 +61,10 @@ impl SqliteJournal {
             .filename(&file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(connections)
             .connect_with(options)
             .await
             .map_err(|error| {

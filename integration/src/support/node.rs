@@ -254,7 +254,8 @@ impl TestNode {
     ) -> anyhow::Result<Self> {
         let stores = cos_server::node::ReadSideStores {
             journal: journal.clone(),
-            positions,
+            positions: positions.clone(),
+            operations: positions,
         };
         let node = RunningNode::start_with_stores(settings, journal, Some(stores)).await?;
         let client =
