@@ -8,7 +8,7 @@ use cos_integration::support::node::{Backend, TestNode, TestStore};
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer, Reply, Rule};
 use cos_integration::support::read_side_node::{
     DELIVERY_WAIT, as_pairs, emit, id_outside_shard, ids_in_one_shard, manager, read_side_settings,
-    read_side_status, revisions_of,
+    read_side_status, revisions_of, wait_for_offset,
 };
 use cos_integration::support::script_handler::ScriptHandler;
 
@@ -321,6 +321,7 @@ async fn compaction_keeps_what_a_paused_read_side_has_not_delivered(
     emit(&mut node, "compacted", "e8").await?;
     emit(&mut node, "compacted", "e9").await?;
     server.wait_for_accepted(10, DELIVERY_WAIT).await;
+    wait_for_offset(&node, "view", shard, 10).await?;
     emit(&mut node, "compacted", "e10").await?;
     emit(&mut node, "compacted", "e11").await?;
     server.wait_for_accepted(12, DELIVERY_WAIT).await;

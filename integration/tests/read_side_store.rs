@@ -17,6 +17,15 @@ fn position(offset: u64, paused: bool, stopped: Option<&str>) -> ReadSidePositio
         offset,
         paused,
         stopped: stopped.map(str::to_string),
+        epoch: 0,
+    }
+}
+
+/// [`position`] after `epoch` operator moves of the offset.
+fn moved(offset: u64, paused: bool, stopped: Option<&str>, epoch: u64) -> ReadSidePosition {
+    ReadSidePosition {
+        epoch,
+        ..position(offset, paused, stopped)
     }
 }
 
@@ -69,29 +78,38 @@ async fn positions_start_at_zero_and_ensure_never_undoes_an_operator(
 async fn the_worker_commit_is_a_compare_and_set(backend: Backend) -> anyhow::Result<()> {
     let (_store, positions) = open(backend).await?;
     positions.ensure_positions("search", 2, false).await?;
-    assert!(positions.advance_offset("search", 1, 0, 5).await?);
+    assert!(positions.advance_offset("search", 1, 0, 0, 5).await?);
     assert!(
-        !positions.advance_offset("search", 1, 0, 9).await?,
+        !positions.advance_offset("search", 1, 0, 0, 9).await?,
         "a worker that started from 0 must not overwrite 5"
     );
-    assert!(positions.advance_offset("search", 1, 5, 6).await?);
+    assert!(positions.advance_offset("search", 1, 5, 0, 6).await?);
     assert_eq!(positions.position("search", 1).await?.offset, 6);
     assert_eq!(positions.position("search", 0).await?.offset, 0);
 
     // An operator's pause wins over a worker that is still delivering.
     positions.set_paused("search", 1, true).await?;
-    assert!(!positions.advance_offset("search", 1, 6, 7).await?);
+    assert!(!positions.advance_offset("search", 1, 6, 0, 7).await?);
     positions.set_paused("search", 1, false).await?;
-    assert!(positions.advance_offset("search", 1, 6, 7).await?);
+    assert!(positions.advance_offset("search", 1, 6, 0, 7).await?);
 
     // A worker's stop only lands where the worker stands; a stopped shard takes no commit.
-    assert!(!positions.set_stopped("search", 1, 6, "late").await?);
-    assert!(positions.set_stopped("search", 1, 7, "STOP at 8").await?);
-    assert!(!positions.advance_offset("search", 1, 7, 8).await?);
+    assert!(!positions.set_stopped("search", 1, 6, 0, "late").await?);
+    assert!(
+        positions
+            .set_stopped("search", 1, 7, 0, "STOP at 8")
+            .await?
+    );
+    assert!(!positions.advance_offset("search", 1, 7, 0, 8).await?);
     assert_eq!(
         positions.position("search", 1).await?,
         position(7, false, Some("STOP at 8"))
     );
+
+    // A restart back to the offset a worker started from still voids that worker's pending write.
+    assert!(positions.reset_offset("search", 0, None, 0).await?);
+    assert!(!positions.advance_offset("search", 0, 0, 0, 3).await?);
+    assert!(positions.advance_offset("search", 0, 0, 1, 3).await?);
     Ok(())
 }
 
@@ -99,10 +117,10 @@ async fn stops_hold_until_resumed_restarted_or_skipped(backend: Backend) -> anyh
     let (_store, positions) = open(backend).await?;
     positions.ensure_positions("search", 3, false).await?;
     for shard in 0..3 {
-        positions.advance_offset("search", shard, 0, 10).await?;
+        positions.advance_offset("search", shard, 0, 0, 10).await?;
         assert!(
             positions
-                .set_stopped("search", shard, 10, "STOP at 11")
+                .set_stopped("search", shard, 10, 0, "STOP at 11")
                 .await?
         );
     }
@@ -124,11 +142,12 @@ async fn stops_hold_until_resumed_restarted_or_skipped(backend: Backend) -> anyh
         position(10, false, None)
     );
 
-    // A restart goes back to 0; a skip is a compare-and-set from the offset the operator saw.
+    // A restart goes back to 0 (and bumps the epoch); a skip is a compare-and-set from the offset the
+    // operator saw.
     assert!(positions.reset_offset("search", 1, None, 0).await?);
     assert_eq!(
         positions.position("search", 1).await?,
-        position(0, false, None)
+        moved(0, false, None, 1)
     );
     assert!(!positions.reset_offset("search", 2, Some(9), 11).await?);
     assert_eq!(
@@ -139,7 +158,7 @@ async fn stops_hold_until_resumed_restarted_or_skipped(backend: Backend) -> anyh
     assert!(positions.reset_offset("search", 2, Some(10), 11).await?);
     assert_eq!(
         positions.position("search", 2).await?,
-        position(11, false, None)
+        moved(11, false, None, 1)
     );
     Ok(())
 }
@@ -214,10 +233,10 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
     }
     // "search" delivered shard offsets 1 and 2, "audit" only 1.
     positions_of_journal
-        .advance_offset("search", 2, 0, 2)
+        .advance_offset("search", 2, 0, 0, 2)
         .await?;
     positions_of_journal
-        .advance_offset("audit", 2, 0, 1)
+        .advance_offset("audit", 2, 0, 0, 1)
         .await?;
     append(journal.as_ref(), &guarded, 4, true).await?;
     let kept: Vec<u64> = journal
@@ -234,10 +253,10 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
 
     // Once every guarding read side caught up, the next compaction takes what was kept.
     positions_of_journal
-        .advance_offset("audit", 2, 1, 4)
+        .advance_offset("audit", 2, 1, 0, 4)
         .await?;
     positions_of_journal
-        .advance_offset("search", 2, 2, 4)
+        .advance_offset("search", 2, 2, 0, 4)
         .await?;
     append(journal.as_ref(), &guarded, 5, true).await?;
     let kept: Vec<u64> = journal

@@ -33,6 +33,11 @@ const EVENTS_PER_TURN: usize = 64;
 /// Pause after the store failed (reading events or writing the position) before trying again.
 const STORE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// A caught-up worker stores its offset at most this often (a full turn is stored at once): a trickle of
+/// events then costs a few position writes per second per shard, not one per event, and a crash redelivers
+/// at most this much.
+const OFFSET_STORE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Messages of a worker.
 #[derive(RactorMessage)]
 pub enum WorkerMessage {
@@ -68,6 +73,11 @@ pub struct WorkerState {
     /// listen to its type, or skipped by the failure policy) whose offset is not stored yet: stored at the
     /// end of the turn, before a stop and before a replay pause.
     uncommitted_through: Option<u64>,
+    /// Events dealt with since the offset was last stored, and when that was.
+    dealt_since_store: usize,
+    last_store: Instant,
+    /// A Wake is scheduled to store what a caught-up turn left unstored.
+    store_scheduled: bool,
     /// Failed deliveries of the first pending event so far (for replays).
     failed_attempts: u32,
     /// Nothing is tried before this instant (a replay interval or a store back-off); a timer wakes it.
@@ -140,6 +150,9 @@ impl Actor for ReadSideWorker {
             position: ReadSidePosition::default(),
             pending: VecDeque::new(),
             uncommitted_through: None,
+            dealt_since_store: 0,
+            last_store: Instant::now(),
+            store_scheduled: false,
             failed_attempts: 0,
             resume_at: None,
             wake_queued,
@@ -151,12 +164,14 @@ impl Actor for ReadSideWorker {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         for task in state.background.drain(..) {
             task.abort();
         }
+        // Store what was delivered, so the shard's next worker (here or at its new home) goes on from it.
+        state.store_progress(&myself).await;
         tracing::debug!(read_side = %state.runtime.config.id, shard = state.shard, "read side worker stopped");
         Ok(())
     }
@@ -170,6 +185,7 @@ impl Actor for ReadSideWorker {
         match message {
             WorkerMessage::Wake => {
                 state.wake_queued.store(false, Ordering::Release);
+                state.store_scheduled = false;
                 state.deliver_turn(&myself).await;
             }
             WorkerMessage::Reload => {
@@ -215,7 +231,10 @@ impl WorkerState {
                 return false;
             }
         };
-        if stored.offset != self.position.offset || !stored.is_running() {
+        if stored.offset != self.position.offset
+            || stored.epoch != self.position.epoch
+            || !stored.is_running()
+        {
             self.pending.clear();
             self.uncommitted_through = None;
             self.failed_attempts = 0;
@@ -279,7 +298,7 @@ impl WorkerState {
                 break;
             }
         }
-        if let Outcome::Wait = self.store_progress(myself).await {
+        if let Outcome::Wait = self.store_progress_if_due(myself).await {
             return;
         }
         if more {
@@ -403,6 +422,7 @@ impl WorkerState {
                 self.read_side_id(),
                 self.shard,
                 self.position.offset,
+                self.position.epoch,
                 &stop_reason,
             )
             .await;
@@ -432,6 +452,24 @@ impl WorkerState {
     fn dealt_with(&mut self, offset: u64) -> Outcome {
         self.pending.pop_front();
         self.uncommitted_through = Some(offset);
+        self.dealt_since_store += 1;
+        Outcome::Next
+    }
+
+    /// Stores the offset at the end of a turn when a full turn's worth is waiting or the last store is
+    /// [`OFFSET_STORE_INTERVAL`] old; otherwise schedules a turn that will.
+    async fn store_progress_if_due(&mut self, myself: &ActorRef<WorkerMessage>) -> Outcome {
+        if self.uncommitted_through.is_none() {
+            return Outcome::Next;
+        }
+        let since_store = self.last_store.elapsed();
+        if self.dealt_since_store >= EVENTS_PER_TURN || since_store >= OFFSET_STORE_INTERVAL {
+            return self.store_progress(myself).await;
+        }
+        if !self.store_scheduled {
+            self.store_scheduled = true;
+            myself.send_after(OFFSET_STORE_INTERVAL - since_store, || WorkerMessage::Wake);
+        }
         Outcome::Next
     }
 
@@ -449,10 +487,13 @@ impl WorkerState {
                 self.read_side_id(),
                 self.shard,
                 self.position.offset,
+                self.position.epoch,
                 offset,
             )
             .await;
         self.uncommitted_through = None;
+        self.dealt_since_store = 0;
+        self.last_store = Instant::now();
         match committed {
             Ok(true) => {
                 self.position.offset = offset;

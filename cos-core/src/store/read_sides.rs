@@ -21,6 +21,9 @@ pub struct ReadSidePosition {
     pub paused: bool,
     /// A failure policy stopped it, and why; survives restarts until an operator resumes, restarts or skips.
     pub stopped: Option<String>,
+    /// Counts operators' moves of the offset (restart, skip): a worker's write is a compare-and-set on the
+    /// offset *and* this, so a restart to the offset a worker started from still voids its pending write.
+    pub epoch: u64,
 }
 
 impl ReadSidePosition {
@@ -65,11 +68,12 @@ pub trait ReadSideStore: Send + Sync + 'static {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         offset: u64,
     ) -> Result<bool, StoreError>;
 
     /// The operator's move (restart to 0, skip one): sets the offset, only if it is still `expected` when
-    /// given, and clears a failure-policy stop. `false` means the offset had moved meanwhile.
+    /// given, bumps the epoch and clears a failure-policy stop. `false` means the offset had moved meanwhile.
     async fn reset_offset(
         &self,
         read_side_id: &str,
@@ -94,6 +98,7 @@ pub trait ReadSideStore: Send + Sync + 'static {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         reason: &str,
     ) -> Result<bool, StoreError>;
 

@@ -53,6 +53,7 @@ impl ReadSideStore for FaultyPositions {
         id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         offset: u64,
     ) -> Result<bool, StoreError> {
         let failing =
@@ -65,7 +66,9 @@ impl ReadSideStore for FaultyPositions {
                 "injected fault: connection lost before the offset commit".to_string(),
             ));
         }
-        self.inner.advance_offset(id, shard, expected, offset).await
+        self.inner
+            .advance_offset(id, shard, expected, expected_epoch, offset)
+            .await
     }
 
     async fn reset_offset(
@@ -87,9 +90,12 @@ impl ReadSideStore for FaultyPositions {
         id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.inner.set_stopped(id, shard, expected, reason).await
+        self.inner
+            .set_stopped(id, shard, expected, expected_epoch, reason)
+            .await
     }
 
     async fn latest_offsets(&self) -> Result<Vec<(u32, u64)>, StoreError> {

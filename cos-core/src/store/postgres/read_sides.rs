@@ -13,12 +13,13 @@ use crate::store::read_sides::{
 };
 use crate::store::sql_errors::store_error;
 
-/// Reads `shard_offset, paused, stopped_reason`, starting at column `skip`.
+/// Reads `shard_offset, paused, stopped_reason, epoch`, starting at column `skip`.
 fn position_from_row(row: &PgRow, skip: usize) -> Result<ReadSidePosition, StoreError> {
     Ok(ReadSidePosition {
         offset: offset_from_row(row.try_get(skip).map_err(store_error)?)?,
         paused: row.try_get(skip + 1).map_err(store_error)?,
         stopped: row.try_get(skip + 2).map_err(store_error)?,
+        epoch: offset_from_row(row.try_get(skip + 3).map_err(store_error)?)?,
     })
 }
 
@@ -30,7 +31,7 @@ impl ReadSideStore for PostgresJournal {
         shard: u32,
     ) -> Result<ReadSidePosition, StoreError> {
         let row = sqlx::query(
-            "SELECT shard_offset, paused, stopped_reason FROM cos_read_side_positions \
+            "SELECT shard_offset, paused, stopped_reason, epoch FROM cos_read_side_positions \
              WHERE read_side_id = $1 AND shard = $2",
         )
         .bind(read_side_id)
@@ -49,7 +50,7 @@ impl ReadSideStore for PostgresJournal {
         read_side_id: &str,
     ) -> Result<Vec<(u32, ReadSidePosition)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT shard, shard_offset, paused, stopped_reason FROM cos_read_side_positions \
+            "SELECT shard, shard_offset, paused, stopped_reason, epoch FROM cos_read_side_positions \
              WHERE read_side_id = $1 ORDER BY shard",
         )
         .bind(read_side_id)
@@ -90,6 +91,7 @@ impl ReadSideStore for PostgresJournal {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         offset: u64,
     ) -> Result<bool, StoreError> {
         // One round trip: the statement's own (implicit) transaction commits asynchronously.
@@ -98,7 +100,7 @@ impl ReadSideStore for PostgresJournal {
              INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
              SELECT $1, $2, $4, $5 FROM asynchronous ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at \
-             WHERE cos_read_side_positions.shard_offset = $3 \
+             WHERE cos_read_side_positions.shard_offset = $3 AND cos_read_side_positions.epoch = $6 \
              AND NOT cos_read_side_positions.paused AND cos_read_side_positions.stopped_reason IS NULL",
         )
         .bind(read_side_id)
@@ -106,6 +108,7 @@ impl ReadSideStore for PostgresJournal {
         .bind(offset_to_row(expected))
         .bind(offset_to_row(offset))
         .bind(now_epoch_millis())
+        .bind(offset_to_row(expected_epoch))
         .execute(&self.pool)
         .await
         .map_err(store_error)?
@@ -121,10 +124,10 @@ impl ReadSideStore for PostgresJournal {
         offset: u64,
     ) -> Result<bool, StoreError> {
         let moved = sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
-             VALUES ($1, $2, $4, $5) ON CONFLICT (read_side_id, shard) \
+            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at, epoch) \
+             VALUES ($1, $2, $4, $5, 1) ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, stopped_reason = NULL, \
-             updated_at = excluded.updated_at \
+             updated_at = excluded.updated_at, epoch = cos_read_side_positions.epoch + 1 \
              WHERE $3::int8 IS NULL OR cos_read_side_positions.shard_offset = $3",
         )
         .bind(read_side_id)
@@ -166,11 +169,12 @@ impl ReadSideStore for PostgresJournal {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         reason: &str,
     ) -> Result<bool, StoreError> {
         let stopped = sqlx::query(
             "UPDATE cos_read_side_positions SET stopped_reason = $4, updated_at = $5 \
-             WHERE read_side_id = $1 AND shard = $2 AND shard_offset = $3 \
+             WHERE read_side_id = $1 AND shard = $2 AND shard_offset = $3 AND epoch = $6 \
              AND NOT paused AND stopped_reason IS NULL",
         )
         .bind(read_side_id)
@@ -178,6 +182,7 @@ impl ReadSideStore for PostgresJournal {
         .bind(offset_to_row(expected))
         .bind(reason)
         .bind(now_epoch_millis())
+        .bind(offset_to_row(expected_epoch))
         .execute(&self.pool)
         .await
         .map_err(store_error)?

@@ -12,12 +12,13 @@ use crate::store::read_sides::{
 };
 use crate::store::sql_errors::store_error;
 
-/// Reads `shard_offset, paused, stopped_reason`, starting at column `skip`.
+/// Reads `shard_offset, paused, stopped_reason, epoch`, starting at column `skip`.
 fn position_from_row(row: &SqliteRow, skip: usize) -> Result<ReadSidePosition, StoreError> {
     Ok(ReadSidePosition {
         offset: offset_from_row(row.try_get(skip).map_err(store_error)?)?,
         paused: row.try_get(skip + 1).map_err(store_error)?,
         stopped: row.try_get(skip + 2).map_err(store_error)?,
+        epoch: offset_from_row(row.try_get(skip + 3).map_err(store_error)?)?,
     })
 }
 
@@ -29,7 +30,7 @@ impl ReadSideStore for SqliteJournal {
         shard: u32,
     ) -> Result<ReadSidePosition, StoreError> {
         let row = sqlx::query(
-            "SELECT shard_offset, paused, stopped_reason FROM cos_read_side_positions \
+            "SELECT shard_offset, paused, stopped_reason, epoch FROM cos_read_side_positions \
              WHERE read_side_id = ?1 AND shard = ?2",
         )
         .bind(read_side_id)
@@ -48,7 +49,7 @@ impl ReadSideStore for SqliteJournal {
         read_side_id: &str,
     ) -> Result<Vec<(u32, ReadSidePosition)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT shard, shard_offset, paused, stopped_reason FROM cos_read_side_positions \
+            "SELECT shard, shard_offset, paused, stopped_reason, epoch FROM cos_read_side_positions \
              WHERE read_side_id = ?1 ORDER BY shard",
         )
         .bind(read_side_id)
@@ -90,13 +91,14 @@ impl ReadSideStore for SqliteJournal {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         offset: u64,
     ) -> Result<bool, StoreError> {
         let moved = sqlx::query(
             "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
              VALUES (?1, ?2, ?4, ?5) ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, updated_at = excluded.updated_at \
-             WHERE cos_read_side_positions.shard_offset = ?3 \
+             WHERE cos_read_side_positions.shard_offset = ?3 AND cos_read_side_positions.epoch = ?6 \
              AND NOT cos_read_side_positions.paused AND cos_read_side_positions.stopped_reason IS NULL",
         )
         .bind(read_side_id)
@@ -104,6 +106,7 @@ impl ReadSideStore for SqliteJournal {
         .bind(offset_to_row(expected))
         .bind(offset_to_row(offset))
         .bind(now_epoch_millis())
+        .bind(offset_to_row(expected_epoch))
         .execute(&self.pool)
         .await
         .map_err(store_error)?
@@ -119,10 +122,10 @@ impl ReadSideStore for SqliteJournal {
         offset: u64,
     ) -> Result<bool, StoreError> {
         let moved = sqlx::query(
-            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
-             VALUES (?1, ?2, ?4, ?5) ON CONFLICT (read_side_id, shard) \
+            "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at, epoch) \
+             VALUES (?1, ?2, ?4, ?5, 1) ON CONFLICT (read_side_id, shard) \
              DO UPDATE SET shard_offset = excluded.shard_offset, stopped_reason = NULL, \
-             updated_at = excluded.updated_at \
+             updated_at = excluded.updated_at, epoch = cos_read_side_positions.epoch + 1 \
              WHERE ?3 IS NULL OR cos_read_side_positions.shard_offset = ?3",
         )
         .bind(read_side_id)
@@ -164,11 +167,12 @@ impl ReadSideStore for SqliteJournal {
         read_side_id: &str,
         shard: u32,
         expected: u64,
+        expected_epoch: u64,
         reason: &str,
     ) -> Result<bool, StoreError> {
         let stopped = sqlx::query(
             "UPDATE cos_read_side_positions SET stopped_reason = ?4, updated_at = ?5 \
-             WHERE read_side_id = ?1 AND shard = ?2 AND shard_offset = ?3 \
+             WHERE read_side_id = ?1 AND shard = ?2 AND shard_offset = ?3 AND epoch = ?6 \
              AND NOT paused AND stopped_reason IS NULL",
         )
         .bind(read_side_id)
@@ -176,6 +180,7 @@ impl ReadSideStore for SqliteJournal {
         .bind(offset_to_row(expected))
         .bind(reason)
         .bind(now_epoch_millis())
+        .bind(offset_to_row(expected_epoch))
         .execute(&self.pool)
         .await
         .map_err(store_error)?
