@@ -40,7 +40,7 @@ impl SqliteJournal {
     /// last offsets, which means redelivery), so a busy read side does not hold the single write lock for an
     /// fsync per turn. Journal writes and operators' changes keep the fully synchronous handle.
     pub async fn open_for_read_sides(settings: &SqliteSettings) -> Result<Self, StoreError> {
-        Self::open_with(settings, SqliteSynchronous::Normal, 2).await
+        Self::open_with(settings, SqliteSynchronous::Normal, 8).await
     }
 
     async fn open_with(
