@@ -13,7 +13,7 @@ use cos_integration::support::node::{Backend, TestNode, TestStore};
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer, Reply, Rule};
 use cos_integration::support::read_side_node::{
     DELIVERY_WAIT, as_pairs, emit, id_outside_shard, ids_in_one_shard, manager, read_side_settings,
-    read_side_status, revisions_of, wait_for_offset,
+    read_side_status, revisions_of, wait_for_offset, wait_for_stop,
 };
 use cos_integration::support::script_handler::ScriptHandler;
 use tonic::Code;
@@ -270,14 +270,7 @@ async fn skip_passes_exactly_the_stuck_event_and_names_it(backend: Backend) -> a
     })
     .await;
     assert!(stopped, "the third event of the follower was refused");
-    let stopped_reason = loop {
-        let status = read_side_status(&node, "view").await?;
-        let reason = status.shards[shard as usize].stopped_reason.clone();
-        if !reason.is_empty() {
-            break reason;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stopped_reason = wait_for_stop(&node, "view", shard).await?;
     assert!(stopped_reason.contains(&follower), "{stopped_reason}");
     let response = client
         .skip_offset(SkipOffsetRequest {

@@ -8,7 +8,7 @@ use cos_integration::support::node::{Backend, TestNode, TestStore};
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer, Reply, Rule};
 use cos_integration::support::read_side_node::{
     DELIVERY_WAIT, as_pairs, emit, id_outside_shard, ids_in_one_shard, manager, read_side_settings,
-    read_side_status, revisions_of, wait_for_offset,
+    read_side_status, revisions_of, wait_for_offset, wait_for_stop,
 };
 use cos_integration::support::script_handler::ScriptHandler;
 
@@ -201,17 +201,10 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_trial(
     let (poison, follower) = (ids[0].clone(), ids[1].clone());
     emit(&mut node, &poison, "bad").await?;
     emit(&mut node, &follower, "fine").await?;
-    let status = loop {
-        let status = read_side_status(&node, "view").await?;
-        if !status.shards[shard as usize].stopped_reason.is_empty() {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let reason = wait_for_stop(&node, "view", shard).await?;
     // Three attempts were made (the first and two replays 100 ms apart), but the breaker opened after two
     // failures, so the third never reached the handler.
     assert_eq!(attempts_for(&server, &poison), 2);
-    let reason = &status.shards[shard as usize].stopped_reason;
     assert!(reason.contains("circuit breaker is open"), "{reason}");
 
     // After the reset timeout a trial call goes through; it succeeds and closes the breaker.

@@ -134,3 +134,28 @@ pub async fn wait_for_offset(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until a failure policy stopped the read side on `shard` and returns the stop reason.
+pub async fn wait_for_stop(
+    node: &TestNode,
+    read_side_id: &str,
+    shard: u32,
+) -> anyhow::Result<String> {
+    let give_up = tokio::time::Instant::now() + DELIVERY_WAIT;
+    loop {
+        let status = read_side_status(node, read_side_id).await?;
+        let reason = status
+            .shards
+            .iter()
+            .find(|status| status.shard == shard)
+            .map(|status| status.stopped_reason.clone())
+            .unwrap_or_default();
+        if !reason.is_empty() {
+            return Ok(reason);
+        }
+        if tokio::time::Instant::now() > give_up {
+            anyhow::bail!("{read_side_id} did not stop on shard {shard}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
