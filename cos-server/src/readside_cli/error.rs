@@ -99,9 +99,16 @@ impl CliError {
                 address: address.to_string(),
             };
         }
+        // A skip over all shards that failed part-way names what it skipped before failing.
+        let skipped = super::skipped::skipped_from_metadata(status.metadata());
+        let mut message = status.message().to_string();
+        if !skipped.is_empty() {
+            let lines: Vec<String> = skipped.iter().map(|record| record.describe()).collect();
+            message.push_str(&format!(" (before the failure: {})", lines.join("; ")));
+        }
         CliError::Server {
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
 }
@@ -181,6 +188,25 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_partly_failed_skip_names_what_it_skipped_before_failing() {
+        let mut status = Status::unavailable("skipped on 1 shard(s), failed on 1: shard 4: down");
+        status.metadata_mut().append(
+            super::super::skipped::SKIPPED_HEADER,
+            tonic::metadata::MetadataValue::from_static(
+                "shard=3 offset=42 entity_type=account entity_id=a-1 revision=7",
+            ),
+        );
+        let error = CliError::from_status(status, "http://127.0.0.1:9000", TIMEOUT);
+        assert_eq!(error.exit_code(), EXIT_SERVER_ERROR);
+        assert!(
+            error.to_string().ends_with(
+                "(before the failure: skipped shard 3 offset 42: account/a-1 revision 7)"
+            ),
+            "{error}"
+        );
+    }
 
     #[test]
     fn server_status_prints_code_name_and_message() {
