@@ -1,10 +1,13 @@
 //! Read sides across a cluster of real node processes: every shard's events are delivered once the shard has
-//! a home, in order per entity, whichever node wrote them; when a node leaves, its shards' workers move with
-//! the shards and continue from the stored offsets, so nothing is lost and order per entity holds.
+//! a home, in order per entity, whichever node wrote them; an operator's pause and resume through any node
+//! reach the workers on every node; when a node leaves or joins, shards' workers move with the shards and
+//! continue from the stored offsets, so nothing is lost and order per entity holds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cos_core::proto::chief_of_state::v1::read_side_manager_service_client::ReadSideManagerServiceClient;
+use cos_core::proto::chief_of_state::v1::{PauseReadSideRequest, ResumeReadSideRequest};
 use cos_integration::support::cluster_node::{
     SECRET, send, start_node_with, three_node_cluster_with,
 };
@@ -95,6 +98,40 @@ async fn every_event_is_delivered_in_order_and_workers_follow_their_shards() -> 
         "no redelivery while nothing moves"
     );
 
+    // An operator's pause through one node holds the workers on every node (they read their position at
+    // least every poll interval); a resume through another node lets them go on.
+    let mut first =
+        ReadSideManagerServiceClient::connect(format!("http://{}", nodes[0].grpc)).await?;
+    first
+        .pause_read_side(PauseReadSideRequest {
+            read_side_id: "view".to_string(),
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for index in 0..entities {
+        send(
+            &nodes[index % nodes.len()],
+            &format!("acct-{index}"),
+            "emit:held",
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.accepted().len(),
+        entities * 2,
+        "paused on every node"
+    );
+    let mut second =
+        ReadSideManagerServiceClient::connect(format!("http://{}", nodes[1].grpc)).await?;
+    second
+        .resume_read_side(ResumeReadSideRequest {
+            read_side_id: "view".to_string(),
+        })
+        .await?;
+    let accepted = wait_for_distinct(&server, entities * 3).await;
+    assert_complete_and_ordered(&accepted, entities, 3);
+
     // A node leaves gracefully: its shards (and their read-side workers) move to the others.
     let leaving = nodes.remove(0);
     leaving.process.stop().await?;
@@ -106,8 +143,8 @@ async fn every_event_is_delivered_in_order_and_workers_follow_their_shards() -> 
         )
         .await?;
     }
-    let accepted = wait_for_distinct(&server, entities * 3).await;
-    assert_complete_and_ordered(&accepted, entities, 3);
+    let accepted = wait_for_distinct(&server, entities * 4).await;
+    assert_complete_and_ordered(&accepted, entities, 4);
 
     // A new node joins: the rebalance moves shards to it; the read side keeps up there too.
     let seed = format!("127.0.0.1:{}", nodes[0].cluster_port);
@@ -116,8 +153,8 @@ async fn every_event_is_delivered_in_order_and_workers_follow_their_shards() -> 
     for index in 0..entities {
         send(&joining, &format!("acct-{index}"), "emit:z").await?;
     }
-    let accepted = wait_for_distinct(&server, entities * 4).await;
-    assert_complete_and_ordered(&accepted, entities, 4);
+    let accepted = wait_for_distinct(&server, entities * 5).await;
+    assert_complete_and_ordered(&accepted, entities, 5);
     joining.process.stop().await?;
     for node in nodes {
         node.process.stop().await?;
