@@ -24,10 +24,11 @@ const PLACEMENT_PERIOD: Duration = Duration::from_secs(2);
 /// Pause before a failed worker is started again.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
-/// How long a released worker may take to finish its current handler call before it is killed (its offset
-/// commit is then lost and the event delivered again at the new home: at-least-once, and the hand-off stays
-/// well inside the coordinator's patience).
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a released worker may take to finish its current handler call before it is killed (its
+/// offset store is then lost and the event delivered again at the new home: at-least-once). The wait is the
+/// longest read-side handler timeout plus a second, so a call is over (answered or timed out) before the new
+/// home can deliver the shard's next events; capped so a hand-off stays inside the coordinator's patience.
+const MAX_RELEASE_TIMEOUT: Duration = Duration::from_secs(33);
 
 /// Messages of the host.
 #[derive(RactorMessage)]
@@ -71,8 +72,11 @@ pub struct HostState {
     num_shards: u32,
     cluster: Option<RegionCluster>,
     hosted: BTreeSet<u32>,
-    /// Released shards whose workers are still finishing their current handler call.
-    releasing: BTreeSet<u32>,
+    /// Released shards whose workers are still finishing their current handler call, with the hand-offs
+    /// waiting for them.
+    releasing: HashMap<u32, Vec<RpcReplyPort<()>>>,
+    /// How long a released worker may finish its call (see [`MAX_RELEASE_TIMEOUT`]).
+    release_timeout: Duration,
     /// Per hosted shard, the flag that tells its workers to stop delivering (set when it is released).
     released: HashMap<u32, Arc<AtomicBool>>,
     workers: HashMap<(String, u32), WorkerEntry>,
@@ -105,13 +109,21 @@ impl Actor for ReadSideHost {
             Placement::AllShards => None,
             Placement::Cluster(cluster) => Some(cluster),
         };
+        let longest_call = arguments
+            .read_sides
+            .iter()
+            .map(|runtime| runtime.config.timeout)
+            .max()
+            .unwrap_or_default();
+        let release_timeout = (longest_call + Duration::from_secs(1)).min(MAX_RELEASE_TIMEOUT);
         let mut state = HostState {
             read_sides: arguments.read_sides,
             context: arguments.context,
             num_shards: arguments.num_shards,
             cluster,
             hosted: BTreeSet::new(),
-            releasing: BTreeSet::new(),
+            releasing: HashMap::new(),
+            release_timeout,
             released: HashMap::new(),
             workers: HashMap::new(),
             by_actor: HashMap::new(),
@@ -153,7 +165,7 @@ impl Actor for ReadSideHost {
             .drain()
             .map(|(_, entry)| entry.actor)
             .collect();
-        stop_all(workers).await;
+        stop_all(workers, state.release_timeout).await;
         Ok(())
     }
 
@@ -168,11 +180,15 @@ impl Actor for ReadSideHost {
             HostMessage::Placed(homes) => state.placed(&myself, homes).await,
             HostMessage::Release(shard, reply) => state.release(&myself, shard, Some(reply)),
             HostMessage::Released(shard) => {
-                state.releasing.remove(&shard);
+                for reply in state.releasing.remove(&shard).unwrap_or_default() {
+                    let _ = reply.send(());
+                }
             }
             HostMessage::HostedShards(reply) => {
                 // Shards still releasing count: their workers may still deliver.
-                let hosted = state.hosted.union(&state.releasing).copied().collect();
+                let mut hosted: BTreeSet<u32> = state.hosted.clone();
+                hosted.extend(state.releasing.keys().copied());
+                let hosted = hosted.into_iter().collect();
                 let _ = reply.send(hosted);
             }
             HostMessage::Reload(read_side_id, shard) => state.reload(&read_side_id, shard),
@@ -228,7 +244,7 @@ impl Actor for ReadSideHost {
 impl HostState {
     /// Starts the workers of a shard that is now homed here.
     async fn host(&mut self, myself: &ActorRef<HostMessage>, shard: u32) {
-        if self.releasing.contains(&shard) {
+        if self.releasing.contains_key(&shard) {
             // Its previous workers are still finishing a call; the next placement check starts new ones.
             return;
         }
@@ -284,7 +300,8 @@ impl HostState {
     }
 
     /// Stops the workers of a shard without blocking the host: they end their turn after the current
-    /// handler call (bounded by [`RELEASE_TIMEOUT`]); `reply`, if any, is answered once they stopped.
+    /// handler call (bounded by the release timeout); `reply`, if any, is answered once they stopped (and
+    /// once an earlier release of the shard finished).
     fn release(
         &mut self,
         myself: &ActorRef<HostMessage>,
@@ -308,8 +325,13 @@ impl HostState {
             .collect();
         let was_hosted = self.hosted.remove(&shard);
         if workers.is_empty() {
-            if let Some(reply) = reply {
-                let _ = reply.send(());
+            match (self.releasing.get_mut(&shard), reply) {
+                // An earlier release of this shard is still finishing: answer when it is done.
+                (Some(waiting), Some(reply)) => waiting.push(reply),
+                (None, Some(reply)) => {
+                    let _ = reply.send(());
+                }
+                (_, None) => {}
             }
             return;
         }
@@ -319,14 +341,12 @@ impl HostState {
                 "releasing the read-side workers of a shard that moves away"
             );
         }
-        self.releasing.insert(shard);
+        self.releasing.entry(shard).or_default().extend(reply);
         let host = myself.clone();
+        let timeout = self.release_timeout;
         tokio::spawn(async move {
-            stop_all(workers).await;
+            stop_all(workers, timeout).await;
             let _ = host.cast(HostMessage::Released(shard));
-            if let Some(reply) = reply {
-                let _ = reply.send(());
-            }
         });
     }
 
@@ -396,10 +416,10 @@ impl HostState {
 }
 
 /// Stops workers and waits for each (bounded), so no two workers of a shard overlap across a hand-off.
-async fn stop_all(workers: Vec<ActorRef<WorkerMessage>>) {
+async fn stop_all(workers: Vec<ActorRef<WorkerMessage>>, timeout: Duration) {
     let stops = workers.into_iter().map(|worker| async move {
         if worker
-            .stop_and_wait(Some("shard released".to_string()), Some(RELEASE_TIMEOUT))
+            .stop_and_wait(Some("shard released".to_string()), Some(timeout))
             .await
             .is_err()
         {

@@ -67,6 +67,9 @@ pub struct WorkerState {
     shard: u32,
     /// The stored position as this worker last wrote or read it.
     position: ReadSidePosition,
+    /// `position` is not known to match the store (not read yet, or a write was refused and the reload
+    /// failed): nothing is delivered until it has been read.
+    needs_reload: bool,
     /// Events read but not yet delivered, in offset order.
     pending: VecDeque<ShardEvent>,
     /// The newest event dealt with (acknowledged by the handler, passed over because the read side does not
@@ -148,6 +151,7 @@ impl Actor for ReadSideWorker {
             context,
             shard,
             position: ReadSidePosition::default(),
+            needs_reload: true,
             pending: VecDeque::new(),
             uncommitted_through: None,
             dealt_since_store: 0,
@@ -228,9 +232,11 @@ impl WorkerState {
             Err(error) => {
                 tracing::warn!(read_side = %self.read_side_id(), shard = self.shard, %error,
                     "cannot read the read side position; retrying");
+                self.needs_reload = true;
                 return false;
             }
         };
+        self.needs_reload = false;
         if stored.offset != self.position.offset
             || stored.epoch != self.position.epoch
             || !stored.is_running()
@@ -251,19 +257,23 @@ impl WorkerState {
     /// Delivers up to [`EVENTS_PER_TURN`] events and stores the offset reached; queues another turn when
     /// more may be waiting.
     async fn deliver_turn(&mut self, myself: &ActorRef<WorkerMessage>) {
-        if !self.position.is_running() {
-            return;
-        }
         if let Some(resume_at) = self.resume_at {
             if Instant::now() < resume_at {
                 return;
             }
             self.resume_at = None;
             // A replay is due: an operator may have skipped, restarted or paused meanwhile.
-            if self.failed_attempts > 0 && !self.reload().await {
-                self.pause_for(myself, STORE_RETRY_PAUSE);
-                return;
+            if self.failed_attempts > 0 {
+                self.needs_reload = true;
             }
+        }
+        // Never deliver from a position that was not read: it may be paused, stopped or elsewhere.
+        if self.needs_reload && !self.reload().await {
+            self.pause_for(myself, STORE_RETRY_PAUSE);
+            return;
+        }
+        if !self.position.is_running() {
+            return;
         }
         let mut more = true;
         let mut read_everything = false;
