@@ -77,6 +77,34 @@ pub async fn start_node_with(
     secret: &str,
     extra: &[(String, String)],
 ) -> anyhow::Result<Node> {
+    // Ports are picked free, then released for the child to bind: another process can take one in between.
+    // Such a start fails at once; try again with fresh ports (and say why in the test output).
+    let mut attempt = 1;
+    loop {
+        match start_node_once(schema, handler, seeds, secret, extra).await {
+            Ok(node) => return Ok(node),
+            Err(error) if attempt < START_ATTEMPTS => {
+                eprintln!(
+                    "node start attempt {attempt} failed, retrying with fresh ports: {error:#}"
+                );
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// How often [`start_node_with`] tries to start a node.
+const START_ATTEMPTS: u32 = 3;
+
+async fn start_node_once(
+    schema: &str,
+    handler: SocketAddr,
+    seeds: &str,
+    secret: &str,
+    extra: &[(String, String)],
+) -> anyhow::Result<Node> {
     let grpc_port = free_port()?;
     let cluster_port = free_port()?;
     let seeds = if seeds.is_empty() {
