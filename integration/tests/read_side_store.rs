@@ -214,6 +214,12 @@ async fn append(
     Ok(())
 }
 
+/// The shard offsets still in the journal on shard 2, where [`append`] writes.
+async fn offsets_on_shard_two(journal: &dyn Journal) -> anyhow::Result<Vec<u64>> {
+    let events = journal.shard_events_after(2, 0, 10).await?;
+    Ok(events.iter().map(|event| event.offset).collect())
+}
+
 async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
     backend: Backend,
 ) -> anyhow::Result<()> {
@@ -239,12 +245,7 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
         .advance_offset("audit", 2, 0, 0, 1)
         .await?;
     append(journal.as_ref(), &guarded, 4, true).await?;
-    let kept: Vec<u64> = journal
-        .shard_events_after(2, 0, 10)
-        .await?
-        .iter()
-        .map(|event| event.offset)
-        .collect();
+    let kept = offsets_on_shard_two(journal.as_ref()).await?;
     assert_eq!(
         kept,
         vec![2, 3, 4],
@@ -259,12 +260,7 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
         .advance_offset("search", 2, 2, 0, 4)
         .await?;
     append(journal.as_ref(), &guarded, 5, true).await?;
-    let kept: Vec<u64> = journal
-        .shard_events_after(2, 0, 10)
-        .await?
-        .iter()
-        .map(|event| event.offset)
-        .collect();
+    let kept = offsets_on_shard_two(journal.as_ref()).await?;
     assert_eq!(
         kept,
         vec![5],
@@ -274,12 +270,7 @@ async fn compaction_keeps_what_a_guarding_read_side_has_not_delivered(
     // A guarding read side without a position on the shard has delivered nothing: everything stays.
     journal.guard_compaction(vec!["search".to_string(), "ghost".to_string()]);
     append(journal.as_ref(), &guarded, 6, true).await?;
-    let kept: Vec<u64> = journal
-        .shard_events_after(2, 0, 10)
-        .await?
-        .iter()
-        .map(|event| event.offset)
-        .collect();
+    let kept = offsets_on_shard_two(journal.as_ref()).await?;
     assert_eq!(kept, vec![5, 6]);
 
     // Without guarding read sides compaction deletes as before.

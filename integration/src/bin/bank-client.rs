@@ -18,7 +18,7 @@ use prost::Name;
 use prost_types::Any;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 use tonic_types::StatusExt;
 
 /// The gRPC metadata key that selects the entity type on a multi-type Chief of State.
@@ -219,33 +219,14 @@ fn report_error(error: &anyhow::Error) {
         eprintln!("error: {error:#}");
         return;
     };
-    eprintln!("error: {}: {}", code_name(status.code()), status.message());
+    eprintln!(
+        "error: {}: {}",
+        cos_server::readside_cli::grpc_code_name(status.code()),
+        status.message()
+    );
     if let Some(bad_request) = status.get_details_bad_request() {
         for violation in bad_request.field_violations {
             eprintln!("  {}: {}", violation.field, violation.description);
         }
-    }
-}
-
-/// The canonical upper-case name of a gRPC code, as other gRPC tools print it.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
