@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
-use cos_integration::bench::process::sibling_binary;
+use cos_integration::bench::process::{free_port, sibling_binary};
 use cos_integration::support::script_handler::{ScriptHandler, text_any};
 
 /// The `cos` binary of this build (`cargo build --workspace --bins` puts it beside the test executables).
@@ -84,10 +84,7 @@ async fn the_binary_serves_commands_and_stops_cleanly_on_sigterm() -> anyhow::Re
     let handler = ScriptHandler::default();
     let running = handler.serve().await?;
     let data = tempfile::TempDir::new()?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
+    let port = free_port()?;
     let child = tokio::process::Command::new(cos_binary())
         .env_clear()
         .env("COS_ADDRESS", "127.0.0.1")

@@ -13,7 +13,7 @@ use cos_integration::support::node::{
     Backend, TestNode, TestStore, default_key, write_behind_its_back,
 };
 use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
-use cos_integration::support::wait_until;
+use cos_integration::support::{ClosedPort, wait_until};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -200,10 +200,8 @@ async fn handler_errors_reach_the_client_with_code_message_and_details(
 
 async fn an_unreachable_handler_gives_unavailable(backend: Backend) -> anyhow::Result<()> {
     let store = TestStore::new(backend)?;
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.local_addr()?
-    };
+    let reserved = ClosedPort::reserve()?;
+    let closed_port = reserved.address();
     let mut node = TestNode::start(&store, closed_port, &[]).await?;
     let error = send(&mut node.client, "acct-5", "emit:a")
         .await

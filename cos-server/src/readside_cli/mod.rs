@@ -186,16 +186,17 @@ pub fn run_to_exit_code(command: ReadSideCommand) -> ExitCode {
 mod tests {
     use super::*;
 
-    fn closed_port() -> u16 {
-        let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
-            Ok(listener) => listener,
-            Err(error) => panic!("cannot bind a local port: {error}"),
+    /// A socket bound to a port on 127.0.0.1 that never listens: connections are refused, and the port is
+    /// not handed to another test process while the socket lives.
+    fn closed_port() -> tokio::net::TcpSocket {
+        let socket = match tokio::net::TcpSocket::new_v4() {
+            Ok(socket) => socket,
+            Err(error) => panic!("cannot open a socket: {error}"),
         };
-        match listener.local_addr() {
-            Ok(address) => address.port(),
-            Err(error) => panic!("no local address: {error}"),
+        if let Err(error) = socket.bind(([127, 0, 0, 1], 0).into()) {
+            panic!("cannot bind a local port: {error}");
         }
-        // the listener is dropped here, so nothing listens on the port any more
+        socket
     }
 
     fn command(args: &[&str]) -> ReadSideCommand {
@@ -207,7 +208,11 @@ mod tests {
 
     #[tokio::test]
     async fn closed_port_is_reported_unreachable_with_exit_code_3() {
-        let address = format!("127.0.0.1:{}", closed_port());
+        let reserved = closed_port();
+        let address = match reserved.local_addr() {
+            Ok(address) => address.to_string(),
+            Err(error) => panic!("no local address: {error}"),
+        };
         for action in [
             vec!["list"],
             vec!["offsets", "accounts"],

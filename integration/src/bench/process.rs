@@ -30,10 +30,47 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A free loopback port (bound and released; good enough on a quiet machine).
+/// Lowest port [`free_port`] hands out: above the well-known and common service ports.
+const FIRST_PICKED_PORT: u16 = 10_000;
+
+/// A free port for a child process to bind, picked below the kernel's ephemeral range.
+///
+/// A port taken from the ephemeral range (bind to 0, close) can be handed to any other process binding to
+/// port 0 before the child binds it — with many test processes running at once, that happens. Below the
+/// ephemeral range only explicit binds compete: the port is chosen at random, checked to be bindable on
+/// every address, and never handed out twice by this process.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let Some(ceiling) = ephemeral_range_start().filter(|start| *start > FIRST_PICKED_PORT + 1_000)
+    else {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        return Ok(listener.local_addr()?.port());
+    };
+    let span = u64::from(ceiling - FIRST_PICKED_PORT);
+    for _ in 0..1_000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = FIRST_PICKED_PORT + u16::try_from(random % span)?;
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .map_err(|_| anyhow::anyhow!("port bookkeeping poisoned"))?;
+        if handed_out.contains(&port) || std::net::TcpListener::bind(("0.0.0.0", port)).is_err() {
+            continue;
+        }
+        handed_out.push(port);
+        return Ok(port);
+    }
+    anyhow::bail!("no free port found below {ceiling}")
+}
+
+/// The first port of the kernel's ephemeral range (Linux), if it can be read.
+fn ephemeral_range_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// A child process that is killed when dropped.

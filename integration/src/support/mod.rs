@@ -12,6 +12,35 @@ pub mod script_handler;
 
 use std::time::Duration;
 
+/// A port on 127.0.0.1 where nothing listens, reserved for as long as the value lives.
+///
+/// The socket is bound but never listens: connections to it are refused, and the kernel will not hand the
+/// port to another test process meanwhile. (A port picked by binding and closing a listener can be handed
+/// out again at once, and an "unreachable" handler then answers as some other test's server.)
+pub struct ClosedPort {
+    _reservation: tokio::net::TcpSocket,
+    /// The reserved port.
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// Reserves a port on 127.0.0.1.
+    pub fn reserve() -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let port = socket.local_addr()?.port();
+        Ok(Self {
+            _reservation: socket,
+            port,
+        })
+    }
+
+    /// The reserved address.
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
 /// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
 pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let give_up = tokio::time::Instant::now() + limit;

@@ -139,7 +139,8 @@ async fn grpc_handler_error_status_is_refused_with_the_status() {
 
 #[tokio::test]
 async fn unreachable_grpc_handler_is_unavailable_naming_the_address() {
-    let port = test_support::closed_port().await;
+    let closed = test_support::closed_port();
+    let port = closed.port;
 
     let results = deliver(port, Duration::from_secs(5), None, 1).await;
 
@@ -163,7 +164,8 @@ async fn slow_grpc_handler_beyond_the_timeout_is_a_timeout() {
 
 #[tokio::test]
 async fn grpc_breaker_opens_after_transport_failures_and_stops_calling() {
-    let port = test_support::closed_port().await;
+    let closed = test_support::closed_port();
+    let port = closed.port;
     let breaker = ReadSideBreaker {
         max_failures: 2,
         call_timeout: Duration::from_secs(5),

@@ -226,7 +226,8 @@ async fn slow_http_handler_beyond_the_timeout_is_a_timeout() {
 
 #[tokio::test]
 async fn unreachable_http_handler_is_unavailable_naming_the_address() {
-    let port = test_support::closed_port().await;
+    let closed = test_support::closed_port();
+    let port = closed.port;
 
     let results = deliver(port, Duration::from_secs(5), None, 1).await;
 

@@ -209,12 +209,24 @@ pub(crate) mod test_support {
         }
     }
 
-    /// A free port on 127.0.0.1 where nothing listens.
-    pub(crate) async fn closed_port() -> u16 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        port
+    /// A port on 127.0.0.1 where nothing listens, reserved while the value lives.
+    ///
+    /// The socket stays bound but never listens, so connections are refused and no
+    /// other test process can be handed the same port meanwhile (a released port
+    /// can be, and then "unreachable" would reach someone else's server).
+    pub(crate) struct ClosedPort {
+        _reservation: tokio::net::TcpSocket,
+        pub(crate) port: u16,
+    }
+
+    pub(crate) fn closed_port() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        ClosedPort {
+            _reservation: socket,
+            port,
+        }
     }
 }
 
