@@ -13,6 +13,7 @@ use prost_types::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Answer, Behaviour, Predicate, ReadHandlerServer, Reply, Rule};
+use crate::bench::process::free_port;
 use crate::support::script_handler::text_any;
 
 const PROTOCOLS: [ReadSideProtocol; 2] = [ReadSideProtocol::Grpc, ReadSideProtocol::Http];
@@ -350,8 +351,11 @@ async fn waiting_for_more_than_arrived_panics_listing_what_arrived() {
 #[tokio::test]
 async fn a_stopped_server_is_unreachable_and_a_restarted_one_takes_its_port() {
     for protocol in PROTOCOLS {
-        let server = start(protocol, Behaviour::accept_all()).await;
-        let port = server.port;
+        // Below the ephemeral range: while the server is down, no port-0 bind elsewhere can take the port.
+        let port = free_port().expect("a free port");
+        let server = ReadHandlerServer::start(protocol, port, Behaviour::accept_all())
+            .await
+            .expect("start on the picked port");
         let config = server.read_side_config(READ_SIDE, CALL_TIMEOUT);
         server.shutdown().await;
 
