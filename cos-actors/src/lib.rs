@@ -3,6 +3,7 @@
 //! coordinator and membership actors) cross nodes. [`readside`] workers deliver each shard's events to the
 //! read handlers from the node that owns the shard.
 
+pub mod census;
 pub mod cluster;
 pub mod entity;
 pub mod envelope;

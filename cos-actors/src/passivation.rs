@@ -6,25 +6,47 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cos_core::settings::PassivationSettings;
+
 /// Node-wide passivation limits, shared by every shard of every entity type.
 #[derive(Debug)]
 pub struct PassivationBudget {
     max_active_entities: usize,
     idle_timeout: Option<Duration>,
+    rest_after: Option<Duration>,
     local_shards: AtomicUsize,
 }
 
 impl PassivationBudget {
-    pub fn new(max_active_entities: usize, idle_timeout: Option<Duration>) -> Self {
+    pub fn new(settings: &PassivationSettings) -> Self {
         Self {
-            max_active_entities: max_active_entities.max(1),
-            idle_timeout,
+            max_active_entities: settings.max_active_entities.max(1),
+            idle_timeout: settings.idle_timeout,
+            rest_after: settings.rest_after,
             local_shards: AtomicUsize::new(0),
         }
     }
 
+    /// How long an entity may go without requests before it leaves memory.
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
+    }
+
+    /// How long an entity may go without requests before it gives up its actor and rests in its shard.
+    pub fn rest_after(&self) -> Option<Duration> {
+        self.rest_after
+    }
+
+    /// How often a shard looks for entities to rest or passivate: a quarter of the shortest of the two
+    /// periods, between 50 ms and `longest`.
+    pub fn maintenance_period(&self, longest: Duration) -> Duration {
+        [self.idle_timeout, self.rest_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(longest, |shortest| {
+                (shortest / 4).clamp(Duration::from_millis(50), longest)
+            })
     }
 
     /// Called when a shard starts on this node.
@@ -119,7 +141,11 @@ mod tests {
 
     #[test]
     fn the_node_limit_is_split_between_local_shards() {
-        let budget = PassivationBudget::new(100, None);
+        let budget = PassivationBudget::new(&PassivationSettings {
+            idle_timeout: None,
+            max_active_entities: 100,
+            rest_after: None,
+        });
         assert_eq!(budget.per_shard_limit(), 100);
         for _ in 0..4 {
             budget.shard_started();
@@ -127,5 +153,28 @@ mod tests {
         assert_eq!(budget.per_shard_limit(), 25);
         budget.shard_stopped();
         assert_eq!(budget.per_shard_limit(), 33);
+    }
+
+    #[test]
+    fn maintenance_runs_at_a_quarter_of_the_shortest_period_within_bounds() {
+        let longest = Duration::from_secs(1);
+        let period = |idle_timeout, rest_after| {
+            PassivationBudget::new(&PassivationSettings {
+                idle_timeout,
+                max_active_entities: 1,
+                rest_after,
+            })
+            .maintenance_period(longest)
+        };
+        assert_eq!(period(None, None), longest);
+        assert_eq!(period(Some(Duration::from_secs(600)), None), longest);
+        assert_eq!(
+            period(Some(Duration::from_secs(600)), Some(Duration::from_secs(2))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            period(None, Some(Duration::from_millis(100))),
+            Duration::from_millis(50)
+        );
     }
 }

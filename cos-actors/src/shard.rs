@@ -1,6 +1,10 @@
 //! A shard: owns the live entities of its ids, starts them on demand and passivates them (idle timeout and
 //! the node's active-entity limit, least recently used first). Messages for an entity that is stopping are
 //! buffered and delivered, in order, to its next incarnation.
+//!
+//! An entity idle for `COS_PASSIVATION_REST_AFTER` *rests*: its actor stops and hands its state to the
+//! shard, which starts a new actor from that state on the next request. A resting entity is still live (it
+//! counts against the active-entity limit and needs no store read) but costs its state, not an actor.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,10 +12,13 @@ use std::time::Duration;
 
 use cos_core::domain::{EntityId, EntityKey};
 use cos_core::error::CommandError;
+use cos_core::proto::chief_of_state::v1::StateWrapper;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorMessage;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::census::CountedRest;
 use crate::entity::{EntityActor, EntityArguments, EntityMessage};
 use crate::envelope::EntityEnvelope;
 use crate::passivation::{LruOrder, PassivationBudget};
@@ -46,17 +53,33 @@ struct LiveEntity {
     last_used: Instant,
 }
 
+/// An entity without an actor whose state the shard keeps for its next request.
+struct RestingEntity {
+    state: StateWrapper,
+    last_used: Instant,
+    _counted: CountedRest,
+}
+
+/// An entity asked to stop, with the requests that arrived meanwhile.
+#[derive(Default)]
+struct Stopping {
+    // Envelopes travel boxed from the router to the entity; keeping the boxes avoids re-allocating them.
+    #[allow(clippy::vec_box)]
+    buffered: Vec<Box<EntityEnvelope>>,
+    /// Set when the entity was asked to rest: where it hands its state over, and when it was last used.
+    rest: Option<(oneshot::Receiver<StateWrapper>, Instant)>,
+}
+
 /// The state of a shard actor.
 pub struct ShardState {
     shard: u32,
     runtime: Arc<EntityTypeRuntime>,
     budget: Arc<PassivationBudget>,
     live: HashMap<EntityId, LiveEntity>,
+    resting: HashMap<EntityId, RestingEntity>,
     ids_by_actor: HashMap<ActorId, EntityId>,
-    /// Entities asked to stop, with the requests that arrived meanwhile.
-    // Envelopes travel boxed from the router to the entity; keeping the boxes avoids re-allocating them.
-    #[allow(clippy::vec_box)]
-    stopping: HashMap<EntityId, Vec<Box<EntityEnvelope>>>,
+    stopping: HashMap<EntityId, Stopping>,
+    /// Live and resting entities, and those on their way to rest, least recently used first.
     recency: LruOrder<EntityId>,
 }
 
@@ -73,12 +96,7 @@ impl Actor for ShardActor {
         myself: ActorRef<Self::Msg>,
         arguments: ShardArguments,
     ) -> Result<ShardState, ActorProcessingErr> {
-        let period = match arguments.budget.idle_timeout() {
-            Some(idle_timeout) => {
-                (idle_timeout / 4).clamp(Duration::from_millis(50), MAINTENANCE_PERIOD)
-            }
-            None => MAINTENANCE_PERIOD,
-        };
+        let period = arguments.budget.maintenance_period(MAINTENANCE_PERIOD);
         myself.send_interval(period, || ShardMessage::Maintenance);
         arguments.budget.shard_started();
         Ok(ShardState {
@@ -86,6 +104,7 @@ impl Actor for ShardActor {
             runtime: arguments.runtime,
             budget: arguments.budget,
             live: HashMap::new(),
+            resting: HashMap::new(),
             ids_by_actor: HashMap::new(),
             stopping: HashMap::new(),
             recency: LruOrder::default(),
@@ -100,8 +119,8 @@ impl Actor for ShardActor {
         // Let every entity answer what it has queued (commands in flight included) before it stops.
         myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
         state.budget.shard_stopped();
-        for (_, buffered) in state.stopping.drain() {
-            for envelope in buffered {
+        for (_, stopping) in state.stopping.drain() {
+            for envelope in stopping.buffered {
                 envelope.answer(Err(CommandError::Retry(
                     "shard stopped before the entity could run the request".to_string(),
                 )));
@@ -121,6 +140,7 @@ impl Actor for ShardActor {
             ShardMessage::Replace(entity_id) => state.passivate(&entity_id),
             ShardMessage::Maintenance => {
                 state.passivate_idle();
+                state.rest_idle();
                 state.enforce_active_limit();
             }
         }
@@ -150,8 +170,8 @@ impl Actor for ShardActor {
 
 impl ShardState {
     async fn deliver(&mut self, myself: &ActorRef<ShardMessage>, envelope: Box<EntityEnvelope>) {
-        if let Some(buffer) = self.stopping.get_mut(&envelope.entity_id) {
-            buffer.push(envelope);
+        if let Some(stopping) = self.stopping.get_mut(&envelope.entity_id) {
+            stopping.buffered.push(envelope);
             return;
         }
         let entity_id = envelope.entity_id.clone();
@@ -160,13 +180,17 @@ impl ShardState {
                 live.last_used = Instant::now();
                 live.actor.clone()
             }
-            None => match self.start_entity(myself, &entity_id).await {
-                Ok(actor) => actor,
-                Err(error) => {
-                    envelope.answer(Err(error));
-                    return;
+            None => {
+                let resumed = self.resting.remove(&entity_id).map(|resting| resting.state);
+                match self.start_entity(myself, &entity_id, resumed).await {
+                    Ok(actor) => actor,
+                    Err(error) => {
+                        self.recency.remove(&entity_id);
+                        envelope.answer(Err(error));
+                        return;
+                    }
                 }
-            },
+            }
         };
         self.recency.touch(&entity_id);
         // A failed send means the entity is stopping or gone: keep the request for its next incarnation, which
@@ -176,7 +200,11 @@ impl ShardState {
         {
             self.live.remove(&entity_id);
             self.recency.remove(&entity_id);
-            self.stopping.entry(entity_id).or_default().push(envelope);
+            self.stopping
+                .entry(entity_id)
+                .or_default()
+                .buffered
+                .push(envelope);
             return;
         }
         self.enforce_active_limit();
@@ -186,6 +214,7 @@ impl ShardState {
         &mut self,
         myself: &ActorRef<ShardMessage>,
         entity_id: &EntityId,
+        resumed: Option<StateWrapper>,
     ) -> Result<ActorRef<EntityMessage>, CommandError> {
         let arguments = EntityArguments {
             key: EntityKey {
@@ -195,6 +224,7 @@ impl ShardState {
             shard: self.shard,
             shard_actor: myself.clone(),
             runtime: self.runtime.clone(),
+            resumed,
         };
         let (actor, _join) = Actor::spawn_linked(None, EntityActor, arguments, myself.get_cell())
             .await
@@ -210,23 +240,61 @@ impl ShardState {
         Ok(actor)
     }
 
-    /// Asks an entity to stop once it has answered what is already in its mailbox.
+    /// Takes an entity out of memory: a resting one at once, a live one once it has answered what is already
+    /// in its mailbox.
     fn passivate(&mut self, entity_id: &EntityId) {
+        if self.resting.remove(entity_id).is_some() {
+            self.recency.remove(entity_id);
+            return;
+        }
         let Some(live) = self.live.remove(entity_id) else {
             return;
         };
         self.recency.remove(entity_id);
-        self.stopping.insert(entity_id.clone(), Vec::new());
+        self.stopping.insert(entity_id.clone(), Stopping::default());
         if live.actor.cast(EntityMessage::Passivate).is_err() {
             // Already gone; the termination event finishes the bookkeeping.
             tracing::debug!(entity_id = %entity_id, "entity gone before passivation");
         }
     }
 
+    /// Asks a live entity to hand its state over and stop once it has answered what is in its mailbox; it
+    /// keeps its place in the recency order.
+    fn rest(&mut self, entity_id: &EntityId) {
+        let Some(live) = self.live.remove(entity_id) else {
+            return;
+        };
+        let (hand_over, handed_over) = oneshot::channel();
+        self.stopping.insert(
+            entity_id.clone(),
+            Stopping {
+                buffered: Vec::new(),
+                rest: Some((handed_over, live.last_used)),
+            },
+        );
+        if live.actor.cast(EntityMessage::Rest(hand_over)).is_err() {
+            // Already gone; the termination event finishes the bookkeeping.
+            tracing::debug!(entity_id = %entity_id, "entity gone before resting");
+        }
+    }
+
+    /// When a live or resting entity was last used (`None` while it is on its way to rest).
+    fn last_used(&self, entity_id: &EntityId) -> Option<Instant> {
+        match self.live.get(entity_id) {
+            Some(live) => Some(live.last_used),
+            None => self.resting.get(entity_id).map(|resting| resting.last_used),
+        }
+    }
+
     fn enforce_active_limit(&mut self) {
         let limit = self.budget.per_shard_limit();
-        while self.live.len() > limit {
-            let Some(oldest) = self.recency.oldest().cloned() else {
+        while self.live.len() + self.resting.len() > limit {
+            let Some(oldest) = self
+                .recency
+                .oldest_first()
+                .find(|entity_id| self.last_used(entity_id).is_some())
+                .cloned()
+            else {
                 break;
             };
             self.passivate(&oldest);
@@ -240,16 +308,33 @@ impl ShardState {
         let now = Instant::now();
         let mut idle = Vec::new();
         for entity_id in self.recency.oldest_first() {
-            let Some(live) = self.live.get(entity_id) else {
+            let Some(last_used) = self.last_used(entity_id) else {
                 continue;
             };
-            if now.duration_since(live.last_used) < idle_timeout {
+            if now.duration_since(last_used) < idle_timeout {
                 break;
             }
             idle.push(entity_id.clone());
         }
         for entity_id in idle {
             self.passivate(&entity_id);
+        }
+    }
+
+    fn rest_idle(&mut self) {
+        let Some(rest_after) = self.budget.rest_after() else {
+            return;
+        };
+        let now = Instant::now();
+        // A scan of the live entities only: with resting on, they are the few used in the last moments.
+        let idle: Vec<EntityId> = self
+            .live
+            .iter()
+            .filter(|(_, live)| now.duration_since(live.last_used) >= rest_after)
+            .map(|(entity_id, _)| entity_id.clone())
+            .collect();
+        for entity_id in idle {
+            self.rest(&entity_id);
         }
     }
 
@@ -274,8 +359,25 @@ impl ShardState {
             self.live.remove(&entity_id);
             self.recency.remove(&entity_id);
         }
-        let buffered = self.stopping.remove(&entity_id).unwrap_or_default();
-        for envelope in buffered {
+        let stopping = self.stopping.remove(&entity_id).unwrap_or_default();
+        if let Some((mut handed_over, last_used)) = stopping.rest {
+            match handed_over.try_recv() {
+                // Requests that arrived meanwhile wake it again from this state (in `deliver`).
+                Ok(state) => {
+                    self.resting.insert(
+                        entity_id.clone(),
+                        RestingEntity {
+                            state,
+                            last_used,
+                            _counted: CountedRest::new(),
+                        },
+                    );
+                }
+                // It had no state worth keeping (never read, or to be re-read) or it failed: it leaves memory.
+                Err(_) => self.recency.remove(&entity_id),
+            }
+        }
+        for envelope in stopping.buffered {
             self.deliver(myself, envelope).await;
         }
     }

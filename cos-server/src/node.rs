@@ -141,10 +141,7 @@ impl RunningNode {
         }
         // Only the runtimes (owned by the actors) keep the writer alive from here on.
         drop(writer);
-        let budget = Arc::new(PassivationBudget::new(
-            settings.passivation.max_active_entities,
-            settings.passivation.idle_timeout,
-        ));
+        let budget = Arc::new(PassivationBudget::new(&settings.passivation));
         let cluster = match &settings.cluster {
             Some(cluster_settings) => {
                 Some(ClusterNode::start(cluster_settings, settings.grpc_listen_address.ip()).await?)

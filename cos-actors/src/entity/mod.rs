@@ -16,6 +16,7 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::census::CountedActor;
 use crate::envelope::{EntityEnvelope, EntityRequest, EntityResult};
 use crate::runtime::EntityTypeRuntime;
 use crate::shard::ShardMessage;
@@ -34,6 +35,9 @@ pub enum EntityMessage {
     Request(Box<EntityEnvelope>),
     /// Stop after everything already queued is answered (sent by the shard).
     Passivate,
+    /// Like [`EntityMessage::Passivate`], but first hand the recovered state to the shard, which keeps it so
+    /// that the next request needs no store read (sent by the shard when the entity has been idle a while).
+    Rest(oneshot::Sender<StateWrapper>),
 }
 
 /// Arguments to start an entity.
@@ -43,6 +47,8 @@ pub struct EntityArguments {
     /// The owning shard, told when this instance must be replaced (after a writer conflict).
     pub shard_actor: ActorRef<ShardMessage>,
     pub runtime: Arc<EntityTypeRuntime>,
+    /// The state the entity had when it rested, if it did: trusted as if it had never stopped.
+    pub resumed: Option<StateWrapper>,
 }
 
 /// The in-memory state of an entity actor.
@@ -53,6 +59,7 @@ pub struct EntityState {
     runtime: Arc<EntityTypeRuntime>,
     /// `None` until recovered, and again after a failed write (to re-read the truth from the store).
     current: Option<StateWrapper>,
+    _counted: CountedActor,
 }
 
 /// The entity actor.
@@ -82,7 +89,8 @@ impl Actor for EntityActor {
             shard: arguments.shard,
             shard_actor: arguments.shard_actor,
             runtime: arguments.runtime,
-            current: None,
+            current: arguments.resumed,
+            _counted: CountedActor::new(),
         })
     }
 
@@ -94,6 +102,14 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             EntityMessage::Passivate => myself.stop(Some("passivated".to_string())),
+            EntityMessage::Rest(hand_over) => {
+                // Nothing to hand over when the state was never read or must be re-read (after a failed
+                // write): the entity then simply leaves memory.
+                if let Some(current) = state.current.take() {
+                    let _shard_gone = hand_over.send(current);
+                }
+                myself.stop(Some("resting".to_string()));
+            }
             // Boxed so that the actor's task, which lives as long as the entity, does not reserve room for
             // the largest state of a command (handler calls included) while the entity sits idle.
             EntityMessage::Request(envelope) => Box::pin(state.handle_request(*envelope)).await,

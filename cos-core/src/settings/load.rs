@@ -327,9 +327,21 @@ fn load_passivation(sources: &Sources<'_>) -> Result<PassivationSettings, Settin
     let max_active_entities: usize = sources
         .global("max_active_entities", "100000")?
         .integer_in(1..=i64::MAX, "must be a positive integer")?;
+    let rest_raw = sources.global("passivation_rest_after", "2s")?;
+    let rest_after = if rest_raw.trimmed().eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let rule = "must be a duration of at least 100ms (such as 2s) or off";
+        let rest_after = rest_raw.duration(rule)?;
+        if rest_after < Duration::from_millis(100) {
+            return Err(rest_raw.invalid(rule));
+        }
+        Some(rest_after)
+    };
     Ok(PassivationSettings {
         idle_timeout,
         max_active_entities,
+        rest_after,
     })
 }
 

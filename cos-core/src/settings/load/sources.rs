@@ -56,6 +56,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "grpc_client_pool_size",
     "passivation_idle_timeout",
     "max_active_entities",
+    "passivation_rest_after",
     "default_entity_type",
     "write_side_breaker_enabled",
     "write_side_breaker_max_failures",

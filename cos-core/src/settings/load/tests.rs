@@ -48,6 +48,7 @@ fn defaults_load_when_only_the_write_handler_is_set() {
         PassivationSettings {
             idle_timeout: Some(Duration::from_secs(600)),
             max_active_entities: 100_000,
+            rest_after: Some(Duration::from_secs(2)),
         }
     );
     assert_eq!(
@@ -341,6 +342,27 @@ fn passivation_can_be_turned_off_and_otherwise_needs_at_least_a_second() {
         load_error(&with_handler(&[("COS_MAX_ACTIVE_ENTITIES", "0")])),
         "invalid setting COS_MAX_ACTIVE_ENTITIES=\"0\": must be a positive integer"
     );
+}
+
+#[test]
+fn resting_can_be_turned_off_and_otherwise_needs_at_least_100ms() {
+    let settings =
+        Settings::load(&with_handler(&[("COS_PASSIVATION_REST_AFTER", "Off")])).expect("ok");
+    assert_eq!(settings.passivation.rest_after, None);
+    let settings =
+        Settings::load(&with_handler(&[("COS_PASSIVATION_REST_AFTER", "250ms")])).expect("ok");
+    assert_eq!(
+        settings.passivation.rest_after,
+        Some(Duration::from_millis(250))
+    );
+    for bad in ["50ms", "soon", "-1s"] {
+        assert_eq!(
+            load_error(&with_handler(&[("COS_PASSIVATION_REST_AFTER", bad)])),
+            format!(
+                "invalid setting COS_PASSIVATION_REST_AFTER=\"{bad}\": must be a duration of at least 100ms (such as 2s) or off"
+            )
+        );
+    }
 }
 
 #[test]
