@@ -1,5 +1,6 @@
 //! Measures the resident memory of idle ractor actors, to separate ractor's own per-actor cost from ours
-//! (see docs/performance.md). Run: `cargo run --release -p cos-actors --example actor_memory`.
+//! (see docs/performance.md), and what spawning one costs (what waking a resting entity adds).
+//! Run: `cargo run --release -p cos-actors --example actor_memory`.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
@@ -52,17 +53,21 @@ fn resident_bytes() -> u64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = 100_000_u64;
     let before = resident_bytes();
+    let started = std::time::Instant::now();
     let mut actors = Vec::new();
     for _ in 0..count {
         let (actor, _join) = Actor::spawn(None, Minimal, ()).await?;
         actor.cast(Ping::Once(Box::new(1)))?;
         actors.push(actor);
     }
+    let spawned_in = started.elapsed();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let after = resident_bytes();
     println!(
-        "{count} idle ractor actors: {} bytes of resident memory each",
-        after.saturating_sub(before) / count
+        "{count} idle ractor actors: {} bytes of resident memory each; spawned and sent one message in \
+         {:.1} µs each",
+        after.saturating_sub(before) / count,
+        spawned_in.as_secs_f64() * 1e6 / count as f64
     );
     Ok(())
 }

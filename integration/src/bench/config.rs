@@ -25,6 +25,8 @@ pub struct BenchConfig {
     pub memory_samples: Vec<usize>,
     /// Distinct entities touched with default passivation.
     pub distinct_entities: usize,
+    /// `COS_PASSIVATION_REST_AFTER` in the memory scenarios (the default, 2 s, in the full run).
+    pub rest_after: Duration,
     /// Longest wait for a read side to deliver what was written (it also stops after 5 s without progress).
     pub read_side_wait: Duration,
     /// Scenario groups to run (`write`, `recovery`, `memory`, `readside`, `cluster`); empty means all.
@@ -51,6 +53,7 @@ impl BenchConfig {
             recovery_events: 2_000,
             memory_samples: vec![500, 2_000],
             distinct_entities: 3_000,
+            rest_after: Duration::from_millis(200),
             read_side_wait: Duration::from_secs(20),
             only: Vec::new(),
         }
@@ -67,6 +70,7 @@ impl BenchConfig {
             recovery_events: 100_000,
             memory_samples: vec![10_000, 100_000],
             distinct_entities: 1_000_000,
+            rest_after: Duration::from_secs(2),
             read_side_wait: Duration::from_secs(300),
             only: Vec::new(),
         }

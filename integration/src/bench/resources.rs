@@ -193,41 +193,13 @@ pub(crate) async fn memory_scenarios(
     config: &BenchConfig,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let store = BenchStore::sqlite()?;
-    let unbounded = [
-        ("COS_MAX_ACTIVE_ENTITIES", "100000000"),
-        ("COS_PASSIVATION_IDLE_TIMEOUT", "off"),
-    ];
-    let cos = start_cos(&store.environment, handler_address, &unbounded).await?;
-    touch_entities(cos.address, config, 0, 100).await?;
-    let baseline = cos.rss_bytes()?;
-    let mut touched = 100;
-    for &sample in &config.memory_samples {
-        touch_entities(cos.address, config, touched, touched + sample).await?;
-        touched += sample;
-        let rss = cos.rss_bytes()?;
-        let per_entity = rss.saturating_sub(baseline) as f64 / touched as f64;
-        let under_limit = sample < 100_000 || rss < 1 << 30;
-        rows.push(Row {
-            scenario: format!("memory with {touched} live entities"),
-            figure: format!(
-                "RSS {:.0} MiB ({:.0} MiB before); {per_entity:.0} bytes per entity",
-                mib(rss),
-                mib(baseline)
-            ),
-            ratio: String::new(),
-            target: "100 000 live entities < 1 GiB".into(),
-            verdict: if sample >= 100_000 {
-                Verdict::from_check(under_limit)
-            } else {
-                Verdict::Informational
-            },
-        });
-    }
-    cos.stop().await?;
+    live_entity_memory(handler_address, config, EntityForm::Resting, rows).await?;
+    live_entity_memory(handler_address, config, EntityForm::Actor, rows).await?;
 
     let store = BenchStore::sqlite()?;
-    let cos = start_cos(&store.environment, handler_address, &[]).await?;
+    let rest_after = rest_after_setting(config);
+    let settings = [("COS_PASSIVATION_REST_AFTER", rest_after.as_str())];
+    let cos = start_cos(&store.environment, handler_address, &settings).await?;
     let started = Instant::now();
     touch_entities(cos.address, config, 0, config.distinct_entities).await?;
     let rss = cos.rss_bytes()?;
@@ -245,6 +217,76 @@ pub(crate) async fn memory_scenarios(
         target: "< 1.5 GiB".into(),
         verdict: Verdict::from_check(rss < 3 << 29),
     });
+    cos.stop().await
+}
+
+/// How the live entities of a memory scenario are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntityForm {
+    /// The default: idle entities rest in their shard (state kept, actor stopped); sampled once they have.
+    Resting,
+    /// `COS_PASSIVATION_REST_AFTER=off`: every live entity keeps its actor (what resting saves).
+    Actor,
+}
+
+fn rest_after_setting(config: &BenchConfig) -> String {
+    format!("{}ms", config.rest_after.as_millis())
+}
+
+/// RSS with growing numbers of live entities (no passivation), held as `form`.
+async fn live_entity_memory(
+    handler_address: SocketAddr,
+    config: &BenchConfig,
+    form: EntityForm,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let store = BenchStore::sqlite()?;
+    let rest_after = match form {
+        EntityForm::Resting => rest_after_setting(config),
+        EntityForm::Actor => "off".to_string(),
+    };
+    let settings = [
+        ("COS_MAX_ACTIVE_ENTITIES", "100000000"),
+        ("COS_PASSIVATION_IDLE_TIMEOUT", "off"),
+        ("COS_PASSIVATION_REST_AFTER", rest_after.as_str()),
+    ];
+    let cos = start_cos(&store.environment, handler_address, &settings).await?;
+    touch_entities(cos.address, config, 0, 100).await?;
+    let baseline = cos.rss_bytes()?;
+    let mut touched = 100;
+    for &sample in &config.memory_samples {
+        touch_entities(cos.address, config, touched, touched + sample).await?;
+        touched += sample;
+        if form == EntityForm::Resting {
+            // The rest period, the shards' maintenance tick (a quarter of it) and some slack.
+            tokio::time::sleep(config.rest_after * 2).await;
+        }
+        let rss = cos.rss_bytes()?;
+        let per_entity = rss.saturating_sub(baseline) as f64 / touched as f64;
+        let counts = sample >= 100_000 && form == EntityForm::Resting;
+        rows.push(Row {
+            scenario: match form {
+                EntityForm::Resting => format!(
+                    "memory with {touched} live entities, idle and resting (COS_PASSIVATION_REST_AFTER={rest_after})"
+                ),
+                EntityForm::Actor => format!(
+                    "memory with {touched} live entities, each keeping its actor (rest off)"
+                ),
+            },
+            figure: format!(
+                "RSS {:.0} MiB ({:.0} MiB before); {per_entity:.0} bytes per entity",
+                mib(rss),
+                mib(baseline)
+            ),
+            ratio: String::new(),
+            target: "100 000 live entities < 1 GiB".into(),
+            verdict: if counts {
+                Verdict::from_check(rss < 1 << 30)
+            } else {
+                Verdict::Informational
+            },
+        });
+    }
     cos.stop().await
 }
 
