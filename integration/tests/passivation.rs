@@ -4,30 +4,10 @@
 
 use std::time::Duration;
 
-use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
-use cos_core::sharding::shard_of;
-use cos_integration::support::node::{Backend, TestNode, TestStore, write_behind_its_back};
-use cos_integration::support::script_handler::{ScriptHandler, text_any};
-
-async fn emit(node: &mut TestNode, entity_id: &str, event: &str) -> Result<u32, tonic::Status> {
-    let request = ProcessCommandRequest {
-        entity_id: entity_id.to_string(),
-        command: Some(text_any(&format!("emit:{event}"))),
-    };
-    let response = node.client.process_command(request).await?.into_inner();
-    Ok(response.meta.map_or(0, |meta| meta.revision_number))
-}
-
-/// Two ids that land in the same shard with the default 16 shards.
-fn ids_in_one_shard() -> (String, String) {
-    let first = "lru-0".to_string();
-    let shard = shard_of(&first, 16);
-    let second = (1..1000)
-        .map(|index| format!("lru-{index}"))
-        .find(|candidate| shard_of(candidate, 16) == shard)
-        .unwrap_or_default();
-    (first, second)
-}
+use cos_integration::support::node::{
+    Backend, TestNode, TestStore, emit, ids_in_one_shard, write_behind_its_back,
+};
+use cos_integration::support::script_handler::ScriptHandler;
 
 async fn the_active_entity_limit_passivates_the_least_recently_used(
     backend: Backend,
@@ -40,23 +20,24 @@ async fn the_active_entity_limit_passivates_the_least_recently_used(
         ("COS_PASSIVATION_IDLE_TIMEOUT", "off"),
     ];
     let mut node = TestNode::start(&store, running.address, &settings).await?;
-    let (oldest, newest) = ids_in_one_shard();
-    assert_eq!(emit(&mut node, &oldest, "a").await?, 1);
+    let (ids, _shard) = ids_in_one_shard("lru", 2, 16);
+    let (oldest, newest) = (&ids[0], &ids[1]);
+    assert_eq!(emit(&mut node, oldest, "a").await?, 1);
     assert_eq!(
-        emit(&mut node, &newest, "b").await?,
+        emit(&mut node, newest, "b").await?,
         1,
         "starting a second entity evicts the first"
     );
-    write_behind_its_back(&store, &oldest).await?;
+    write_behind_its_back(&store, oldest).await?;
     assert_eq!(
-        emit(&mut node, &oldest, "c").await?,
+        emit(&mut node, oldest, "c").await?,
         3,
         "recovered from the store"
     );
 
     // The control: the entity touched last is still live and trusts its memory.
-    write_behind_its_back(&store, &oldest).await?;
-    let error = emit(&mut node, &oldest, "d")
+    write_behind_its_back(&store, oldest).await?;
+    let error = emit(&mut node, oldest, "d")
         .await
         .expect_err("live entity conflicts");
     assert_eq!(error.code(), tonic::Code::Aborted);

@@ -8,23 +8,21 @@ use std::time::Duration;
 
 use cos_actors::census::{EntityCensus, entity_census};
 use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
-use cos_core::sharding::shard_of;
 use cos_integration::on_both_stores;
-use cos_integration::support::node::{Backend, TestNode, TestStore, write_behind_its_back};
+use cos_integration::support::node::{
+    Backend, TestNode, TestStore, emit, ids_in_one_shard, write_behind_its_back,
+};
 use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
 use cos_integration::support::wait_until;
 
+/// One entity, resting, and no entity actor.
+const ONE_RESTING: EntityCensus = EntityCensus {
+    actors: 0,
+    resting: 1,
+};
+
 /// Long enough for a 100 ms rest period and its 50 ms maintenance tick on a busy machine.
 const SETTLE: Duration = Duration::from_secs(10);
-
-async fn emit(node: &mut TestNode, entity_id: &str, event: &str) -> Result<u32, tonic::Status> {
-    let request = ProcessCommandRequest {
-        entity_id: entity_id.to_string(),
-        command: Some(text_any(&format!("emit:{event}"))),
-    };
-    let response = node.client.process_command(request).await?.into_inner();
-    Ok(response.meta.map_or(0, |meta| meta.revision_number))
-}
 
 async fn wait_for_census(expected: EntityCensus) -> anyhow::Result<()> {
     if wait_until(SETTLE, || entity_census() == expected).await {
@@ -45,11 +43,7 @@ async fn an_idle_entity_rests_without_its_actor_and_keeps_its_state(
     let settings = [("COS_PASSIVATION_REST_AFTER", "100ms")];
     let mut node = TestNode::start(&store, running.address, &settings).await?;
     assert_eq!(emit(&mut node, "rest-1", "a").await?, 1);
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 1,
-    })
-    .await?;
+    wait_for_census(ONE_RESTING).await?;
 
     // It wakes from the state it handed over: no store read, so the command sees revision 1.
     let state = node
@@ -60,19 +54,11 @@ async fn an_idle_entity_rests_without_its_actor_and_keeps_its_state(
         .await?
         .into_inner();
     assert_eq!(any_text(state.state.as_ref()), "a");
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 1,
-    })
-    .await?;
+    wait_for_census(ONE_RESTING).await?;
     assert_eq!(emit(&mut node, "rest-1", "b").await?, 2);
 
     // A resting entity trusts its memory exactly like one with an actor: a write behind its back conflicts.
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 1,
-    })
-    .await?;
+    wait_for_census(ONE_RESTING).await?;
     write_behind_its_back(&store, "rest-1").await?;
     let error = emit(&mut node, "rest-1", "c")
         .await
@@ -88,17 +74,6 @@ async fn an_idle_entity_rests_without_its_actor_and_keeps_its_state(
     .await
 }
 
-/// Two ids that land in the same shard with the default 16 shards.
-fn ids_in_one_shard() -> (String, String) {
-    let first = "rest-lru-0".to_string();
-    let shard = shard_of(&first, 16);
-    let second = (1..1000)
-        .map(|index| format!("rest-lru-{index}"))
-        .find(|candidate| shard_of(candidate, 16) == shard)
-        .unwrap_or_default();
-    (first, second)
-}
-
 async fn resting_entities_count_against_the_active_entity_limit(
     backend: Backend,
 ) -> anyhow::Result<()> {
@@ -110,23 +85,16 @@ async fn resting_entities_count_against_the_active_entity_limit(
         ("COS_MAX_ACTIVE_ENTITIES", "1"),
     ];
     let mut node = TestNode::start(&store, running.address, &settings).await?;
-    let (oldest, newest) = ids_in_one_shard();
-    assert_eq!(emit(&mut node, &oldest, "a").await?, 1);
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 1,
-    })
-    .await?;
-    assert_eq!(emit(&mut node, &newest, "b").await?, 1);
+    let (ids, _shard) = ids_in_one_shard("rest-lru", 2, 16);
+    let (oldest, newest) = (&ids[0], &ids[1]);
+    assert_eq!(emit(&mut node, oldest, "a").await?, 1);
+    wait_for_census(ONE_RESTING).await?;
+    assert_eq!(emit(&mut node, newest, "b").await?, 1);
     // The resting one was the least recently used: it left memory for the new one.
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 1,
-    })
-    .await?;
-    write_behind_its_back(&store, &oldest).await?;
+    wait_for_census(ONE_RESTING).await?;
+    write_behind_its_back(&store, oldest).await?;
     assert_eq!(
-        emit(&mut node, &oldest, "c").await?,
+        emit(&mut node, oldest, "c").await?,
         3,
         "recovered from the store, so it had left memory"
     );

@@ -269,3 +269,37 @@ impl TestNode {
         Ok(())
     }
 }
+
+/// Sends `emit:<events>` to an entity and returns its new revision.
+pub async fn emit(
+    node: &mut TestNode,
+    entity_id: &str,
+    events: &str,
+) -> Result<u32, tonic::Status> {
+    let request = cos_core::proto::chief_of_state::v1::ProcessCommandRequest {
+        entity_id: entity_id.to_string(),
+        command: Some(super::script_handler::text_any(&format!("emit:{events}"))),
+    };
+    let response = node.client.process_command(request).await?.into_inner();
+    Ok(response.meta.map_or(0, |meta| meta.revision_number))
+}
+
+/// `count` entity ids (`<prefix>-<n>`) that all land in one shard of `num_shards`, with that shard.
+pub fn ids_in_one_shard(prefix: &str, count: usize, num_shards: u32) -> (Vec<String>, u32) {
+    let first = format!("{prefix}-0");
+    let shard = cos_core::sharding::shard_of(&first, num_shards);
+    let ids = (0..100_000)
+        .map(|index| format!("{prefix}-{index}"))
+        .filter(|id| cos_core::sharding::shard_of(id, num_shards) == shard)
+        .take(count)
+        .collect();
+    (ids, shard)
+}
+
+/// An entity id in a different shard than `shard`.
+pub fn id_outside_shard(prefix: &str, shard: u32, num_shards: u32) -> String {
+    (0..100_000)
+        .map(|index| format!("{prefix}-{index}"))
+        .find(|id| cos_core::sharding::shard_of(id, num_shards) != shard)
+        .unwrap_or_default()
+}

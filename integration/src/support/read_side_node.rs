@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::proto::chief_of_state::v1::read_side_manager_service_client::ReadSideManagerServiceClient;
 use cos_core::proto::internal::read_side_admin_client::ReadSideAdminClient;
 use cos_core::proto::internal::{ListReadSidesRequest, ReadSideStatus};
 use tonic::transport::Channel;
 
 use super::node::TestNode;
+pub use super::node::{emit, id_outside_shard, ids_in_one_shard};
 use super::read_handler::{Delivery, ReadHandlerServer};
-use super::script_handler::text_any;
 
 /// How long a test waits for deliveries that should come promptly.
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(15);
@@ -39,16 +38,6 @@ pub fn as_pairs(settings: &[(String, String)]) -> Vec<(&str, &str)> {
         .iter()
         .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect()
-}
-
-/// Sends `emit:<events>` to an entity and returns its new revision.
-pub async fn emit(node: &mut TestNode, entity_id: &str, events: &str) -> anyhow::Result<u32> {
-    let request = ProcessCommandRequest {
-        entity_id: entity_id.to_string(),
-        command: Some(text_any(&format!("emit:{events}"))),
-    };
-    let response = node.client.process_command(request).await?.into_inner();
-    Ok(response.meta.map_or(0, |meta| meta.revision_number))
 }
 
 /// A client of the node's ReadSideManagerService.
@@ -87,26 +76,6 @@ pub fn revisions_of(deliveries: &[Delivery], entity_id: &str) -> Vec<u32> {
         .filter(|delivery| delivery.entity_id == entity_id)
         .map(|delivery| delivery.revision)
         .collect()
-}
-
-/// `count` entity ids (`<prefix>-<n>`) that all land in one shard of `num_shards`, with that shard.
-pub fn ids_in_one_shard(prefix: &str, count: usize, num_shards: u32) -> (Vec<String>, u32) {
-    let first = format!("{prefix}-0");
-    let shard = cos_core::sharding::shard_of(&first, num_shards);
-    let ids = (0..100_000)
-        .map(|index| format!("{prefix}-{index}"))
-        .filter(|id| cos_core::sharding::shard_of(id, num_shards) == shard)
-        .take(count)
-        .collect();
-    (ids, shard)
-}
-
-/// An entity id in a different shard than `shard`.
-pub fn id_outside_shard(prefix: &str, shard: u32, num_shards: u32) -> String {
-    (0..100_000)
-        .map(|index| format!("{prefix}-{index}"))
-        .find(|id| cos_core::sharding::shard_of(id, num_shards) != shard)
-        .unwrap_or_default()
 }
 
 /// Waits until the read side's stored offset on `shard` reaches `offset` (a handler's answer comes before
