@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod gateway;
 pub mod logging;
+pub mod memory;
 pub mod node;
 pub mod read_sides;
 pub mod readside_cli;
