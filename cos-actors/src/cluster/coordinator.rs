@@ -11,7 +11,8 @@ use std::time::Duration;
 use cos_core::cluster::allocation::{NodeName, RebalanceLimits, ShardAllocation, ShardMove};
 use cos_core::proto::internal::{
     HandOffReply, HandOffRequest, HostedShardsReply, HostedShardsReport, HostedShardsRequest,
-    ShardHomeReply, ShardHomeRequest, ShardMoveResult,
+    ShardHome, ShardHomeReply, ShardHomeRequest, ShardHomesReply, ShardHomesRequest,
+    ShardMoveResult,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -34,6 +35,9 @@ pub enum CoordinatorMessage {
     /// Which node hosts this shard (allocating it if nobody does)?
     #[rpc]
     GetHome(Wire<ShardHomeRequest>, RpcReplyPort<Wire<ShardHomeReply>>),
+    /// Where do these shards live (allocating those nobody hosts)? Shards being moved are left out.
+    #[rpc]
+    GetHomes(Wire<ShardHomesRequest>, RpcReplyPort<Wire<ShardHomesReply>>),
     /// The membership view changed.
     ViewChanged(()),
     /// The members' reports of what they host, gathered after taking over.
@@ -124,6 +128,9 @@ impl Actor for CoordinatorActor {
             CoordinatorMessage::GetHome(Wire(request), reply) => {
                 state.get_home(&myself, request.shard, reply)
             }
+            CoordinatorMessage::GetHomes(Wire(request), reply) => {
+                state.get_homes(&myself, &request.shards, reply)
+            }
             CoordinatorMessage::ViewChanged(()) => state.view_changed(&myself),
             CoordinatorMessage::Rebuilt(Wire(report)) => state.rebuilt(report),
             CoordinatorMessage::Rebalance(()) => state.rebalance(&myself),
@@ -167,6 +174,48 @@ impl CoordinatorState {
             return;
         }
         let _ = reply.send(Wire(answer(allocation, shard)));
+    }
+
+    /// Answers at once with what is known: unlike [`Self::get_home`] it never waits for a move or a rebuild
+    /// (the caller asks again on its next check).
+    fn get_homes(
+        &mut self,
+        myself: &ActorRef<CoordinatorMessage>,
+        shards: &[u32],
+        reply: RpcReplyPort<Wire<ShardHomesReply>>,
+    ) {
+        let view = self.current_view();
+        if !self.is_coordinator(&view) {
+            let _ = reply.send(Wire(ShardHomesReply {
+                ask_leader: view.coordinator_host().unwrap_or_default().to_string(),
+                ..ShardHomesReply::default()
+            }));
+            return;
+        }
+        let Some(allocation) = self.allocation.as_mut() else {
+            self.start_rebuild(myself, &view);
+            let _ = reply.send(Wire(ShardHomesReply {
+                error: "the coordinator is rebuilding its allocation".to_string(),
+                ..ShardHomesReply::default()
+            }));
+            return;
+        };
+        let mut homes = Vec::with_capacity(shards.len());
+        for &shard in shards {
+            if allocation.move_of(shard).is_some() {
+                continue;
+            }
+            if let Some(node) = allocation.allocate(shard) {
+                homes.push(ShardHome {
+                    shard,
+                    node: node.as_str().to_string(),
+                });
+            }
+        }
+        let _ = reply.send(Wire(ShardHomesReply {
+            homes,
+            ..ShardHomesReply::default()
+        }));
     }
 
     /// Drains leaving members, then runs one bounded rebalance round; each move is handed off in a task.

@@ -1,11 +1,14 @@
 //! The remote half of a region's routing: asking the coordinator where a shard lives, and forwarding a
 //! request to the node that hosts it. Both run as tasks so the region never waits on the network.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use cos_core::error::CommandError;
-use cos_core::proto::internal::ShardHomeRequest;
-use ractor::ActorRef;
+use cos_core::proto::internal::{
+    ShardHomeReply, ShardHomeRequest, ShardHomesReply, ShardHomesRequest,
+};
+use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 
 use super::coordinator::CoordinatorMessage;
@@ -30,6 +33,60 @@ pub struct RegionCluster {
 
 /// Asks the coordinator (on the oldest up member) for the shard's home; follows one redirect.
 pub async fn resolve_home(cluster: &RegionCluster, shard: u32) -> Result<String, String> {
+    ask_coordinator(
+        cluster,
+        |port| CoordinatorMessage::GetHome(Wire(ShardHomeRequest { shard }), port),
+        |Wire(reply): Wire<ShardHomeReply>| {
+            if !reply.node.is_empty() {
+                Answer::Done(Ok(reply.node))
+            } else if !reply.error.is_empty() {
+                Answer::Done(Err(reply.error))
+            } else {
+                Answer::AskLeader(reply.ask_leader)
+            }
+        },
+    )
+    .await
+}
+
+/// The homes of `shards` that have one now, in one call to the coordinator (allocating shards nobody hosts);
+/// a shard being moved is left out. Follows one redirect.
+pub async fn resolve_homes(
+    cluster: &RegionCluster,
+    shards: &[u32],
+) -> Result<HashMap<u32, String>, String> {
+    let request = ShardHomesRequest {
+        shards: shards.to_vec(),
+    };
+    ask_coordinator(
+        cluster,
+        |port| CoordinatorMessage::GetHomes(Wire(request.clone()), port),
+        |Wire(reply): Wire<ShardHomesReply>| {
+            if !reply.error.is_empty() {
+                Answer::Done(Err(reply.error))
+            } else if !reply.ask_leader.is_empty() {
+                Answer::AskLeader(reply.ask_leader)
+            } else {
+                let homes = reply.homes.into_iter().map(|home| (home.shard, home.node));
+                Answer::Done(Ok(homes.collect()))
+            }
+        },
+    )
+    .await
+}
+
+/// What one coordinator said: the outcome, or which node to ask instead (empty: nobody knows yet).
+enum Answer<T> {
+    Done(Result<T, String>),
+    AskLeader(String),
+}
+
+/// Calls the coordinator with `message` and reads its reply with `read`, following one redirect.
+async fn ask_coordinator<Reply: Send + 'static, T>(
+    cluster: &RegionCluster,
+    message: impl Fn(RpcReplyPort<Reply>) -> CoordinatorMessage,
+    read: impl Fn(Reply) -> Answer<T>,
+) -> Result<T, String> {
     let mut coordinator_node = cluster
         .view
         .borrow()
@@ -45,26 +102,18 @@ pub async fn resolve_home(cluster: &RegionCluster, shard: u32) -> Result<String,
         let cell =
             cell.ok_or_else(|| format!("coordinator on {coordinator_node} is not reachable"))?;
         let coordinator: ActorRef<CoordinatorMessage> = cell.into();
-        let answer = coordinator
-            .call(
-                |port| CoordinatorMessage::GetHome(Wire(ShardHomeRequest { shard }), port),
-                Some(COORDINATOR_TIMEOUT),
-            )
-            .await;
+        let answer = coordinator.call(&message, Some(COORDINATOR_TIMEOUT)).await;
         let reply = match answer {
-            Ok(ractor::rpc::CallResult::Success(Wire(reply))) => reply,
+            Ok(ractor::rpc::CallResult::Success(reply)) => reply,
             _ => return Err(format!("coordinator on {coordinator_node} did not answer")),
         };
-        if !reply.node.is_empty() {
-            return Ok(reply.node);
+        match read(reply) {
+            Answer::Done(outcome) => return outcome,
+            Answer::AskLeader(leader) if leader.is_empty() || leader == coordinator_node => {
+                return Err("the cluster has no coordinator yet".to_string());
+            }
+            Answer::AskLeader(leader) => coordinator_node = leader,
         }
-        if !reply.error.is_empty() {
-            return Err(reply.error);
-        }
-        if reply.ask_leader.is_empty() || reply.ask_leader == coordinator_node {
-            return Err("the cluster has no coordinator yet".to_string());
-        }
-        coordinator_node = reply.ask_leader;
     }
     Err("the coordinator moved while asking; retry".to_string())
 }

@@ -16,7 +16,7 @@ use ractor_cluster::RactorMessage;
 
 use super::worker::{ReadSideWorker, WorkerArguments, WorkerMessage};
 use super::{ReadSideContext, ReadSideRuntime};
-use crate::cluster::routing::{RegionCluster, resolve_home};
+use crate::cluster::routing::{RegionCluster, resolve_homes};
 
 /// How often a clustered host checks where its shards live.
 const PLACEMENT_PERIOD: Duration = Duration::from_secs(2);
@@ -30,13 +30,20 @@ const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// home can deliver the shard's next events; capped so a hand-off stays inside the coordinator's patience.
 const MAX_RELEASE_TIMEOUT: Duration = Duration::from_secs(33);
 
+/// What a placement check learned: the shards' homes (one coordinator call for all of them), and each
+/// shard's epoch when the check started, so an answer that predates a later change for the shard is ignored.
+pub struct PlacementCheck {
+    epochs: Vec<(u32, u64)>,
+    homes: Result<HashMap<u32, String>, String>,
+}
+
 /// Messages of the host.
 #[derive(RactorMessage)]
 pub enum HostMessage {
     /// Check where every shard lives (cluster only).
     CheckPlacement,
-    /// Where each shard lives, as learned by a placement check started at the given epochs.
-    Placed(Vec<(u32, u64, Result<String, String>)>),
+    /// Where the shards live, as learned by a placement check.
+    Placed(PlacementCheck),
     /// Stop the workers of a shard (it is handed off); answers once they stopped.
     Release(u32, RpcReplyPort<()>),
     /// The workers of a released shard have stopped.
@@ -177,7 +184,7 @@ impl Actor for ReadSideHost {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HostMessage::CheckPlacement => state.check_placement(&myself),
-            HostMessage::Placed(homes) => state.placed(&myself, homes).await,
+            HostMessage::Placed(placement) => state.placed(&myself, placement).await,
             HostMessage::Release(shard, reply) => state.release(&myself, shard, Some(reply)),
             HostMessage::Released(shard) => {
                 for reply in state.releasing.remove(&shard).unwrap_or_default() {
@@ -361,7 +368,8 @@ impl HostState {
         }
     }
 
-    /// Asks the coordinator for the home of every shard, in a task; the answer comes back as `Placed`.
+    /// Asks the coordinator for the home of every shard in one call, in a task; the answer comes back as
+    /// `Placed`.
     fn check_placement(&mut self, myself: &ActorRef<HostMessage>) {
         let Some(cluster) = self.cluster.clone() else {
             return;
@@ -375,20 +383,13 @@ impl HostState {
             .collect();
         let host = myself.clone();
         tokio::spawn(async move {
-            let asks = epochs.into_iter().map(|(shard, epoch)| {
-                let cluster = cluster.clone();
-                async move { (shard, epoch, resolve_home(&cluster, shard).await) }
-            });
-            let homes = futures::future::join_all(asks).await;
-            let _ = host.cast(HostMessage::Placed(homes));
+            let shards: Vec<u32> = epochs.iter().map(|(shard, _)| *shard).collect();
+            let homes = resolve_homes(&cluster, &shards).await;
+            let _ = host.cast(HostMessage::Placed(PlacementCheck { epochs, homes }));
         });
     }
 
-    async fn placed(
-        &mut self,
-        myself: &ActorRef<HostMessage>,
-        homes: Vec<(u32, u64, Result<String, String>)>,
-    ) {
+    async fn placed(&mut self, myself: &ActorRef<HostMessage>, placement: PlacementCheck) {
         self.checking = false;
         let Some(self_name) = self
             .cluster
@@ -397,20 +398,24 @@ impl HostState {
         else {
             return;
         };
-        let mut failures = Vec::new();
-        for (shard, epoch, home) in homes {
+        let homes = match placement.homes {
+            Ok(homes) => homes,
+            Err(reason) => {
+                tracing::warn!(%reason,
+                    "could not learn where the shards live; read sides wait for the next check");
+                return;
+            }
+        };
+        for (shard, epoch) in placement.epochs {
             if epoch != self.epochs.get(&shard).copied().unwrap_or(0) {
                 continue;
             }
-            match home {
-                Ok(home) if home == self_name => self.host(myself, shard).await,
-                Ok(_elsewhere) => self.release(myself, shard, None),
-                Err(reason) => failures.push((shard, reason)),
+            match homes.get(&shard) {
+                Some(home) if *home == self_name => self.host(myself, shard).await,
+                Some(_elsewhere) => self.release(myself, shard, None),
+                // Being moved: the next check (or the hand-off itself) settles it.
+                None => {}
             }
-        }
-        if let Some((shard, reason)) = failures.first() {
-            tracing::warn!(failed = failures.len(), first_shard = shard, %reason,
-                "could not learn where some shards live; their read sides wait for the next check");
         }
     }
 }
