@@ -6,15 +6,20 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cos_core::settings::PassivationSettings;
 
-/// Node-wide passivation limits, shared by every shard of every entity type.
+use crate::census::EntityCensus;
+
+/// Node-wide passivation limits and the node's entity census, shared by every shard of every entity type.
 #[derive(Debug)]
 pub struct PassivationBudget {
     max_active_entities: usize,
     idle_timeout: Option<Duration>,
     rest_after: Option<Duration>,
     local_shards: AtomicUsize,
+    census: Arc<EntityCensus>,
 }
 
 impl PassivationBudget {
@@ -24,7 +29,13 @@ impl PassivationBudget {
             idle_timeout: settings.idle_timeout,
             rest_after: settings.rest_after,
             local_shards: AtomicUsize::new(0),
+            census: Arc::default(),
         }
+    }
+
+    /// The node's counts of entity actors and resting entities.
+    pub fn census(&self) -> &Arc<EntityCensus> {
+        &self.census
     }
 
     /// How long an entity may go without requests before it leaves memory.

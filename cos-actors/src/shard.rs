@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::census::CountedRest;
-use crate::entity::{EntityActor, EntityArguments, EntityMessage};
-use crate::envelope::EntityEnvelope;
+use crate::entity::{EntityActor, EntityArguments, EntityMessage, state_reply};
+use crate::envelope::{EntityEnvelope, EntityRequest};
 use crate::passivation::{LruOrder, PassivationBudget};
 use crate::runtime::EntityTypeRuntime;
 
@@ -175,6 +175,15 @@ impl ShardState {
             return;
         }
         let entity_id = envelope.entity_id.clone();
+        // A read of a resting entity needs no actor: nothing is queued for it, so its state is current.
+        if matches!(envelope.request, EntityRequest::GetState)
+            && let Some(resting) = self.resting.get_mut(&entity_id)
+        {
+            resting.last_used = Instant::now();
+            self.recency.touch(&entity_id);
+            envelope.answer(state_reply(&resting.state));
+            return;
+        }
         let actor = match self.live.get_mut(&entity_id) {
             Some(live) => {
                 live.last_used = Instant::now();
@@ -184,6 +193,8 @@ impl ShardState {
                 let resumed = self.resting.remove(&entity_id).map(|resting| resting.state);
                 match self.start_entity(myself, &entity_id, resumed).await {
                     Ok(actor) => actor,
+                    // A resting state is dropped with the failed start: it was only a cache, and the next
+                    // start reads the store.
                     Err(error) => {
                         self.recency.remove(&entity_id);
                         envelope.answer(Err(error));
@@ -225,6 +236,7 @@ impl ShardState {
             shard_actor: myself.clone(),
             runtime: self.runtime.clone(),
             resumed,
+            census: self.budget.census().clone(),
         };
         let (actor, _join) = Actor::spawn_linked(None, EntityActor, arguments, myself.get_cell())
             .await
@@ -350,7 +362,7 @@ impl ShardState {
         if let Some(reason) = failure {
             tracing::error!(entity_id = %entity_id, shard = self.shard, %reason, "entity failed");
         }
-        // An entity that stopped by itself (writer conflict) is still in `live`.
+        // An entity that stopped without being asked (it failed, or was killed) is still in `live`.
         if self
             .live
             .get(&entity_id)
@@ -369,7 +381,7 @@ impl ShardState {
                         RestingEntity {
                             state,
                             last_used,
-                            _counted: CountedRest::new(),
+                            _counted: CountedRest::new(self.budget.census().clone()),
                         },
                     );
                 }
@@ -380,5 +392,7 @@ impl ShardState {
         for envelope in stopping.buffered {
             self.deliver(myself, envelope).await;
         }
+        // A state that just came to rest counts against the limit from now on.
+        self.enforce_active_limit();
     }
 }

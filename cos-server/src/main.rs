@@ -74,7 +74,7 @@ fn run_node(config: Option<PathBuf>) -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut node = RunningNode::start(settings).await?;
-    cos_server::memory::spawn_trimmer();
+    cos_server::memory::spawn_trimmer(node.entity_census());
     let signal = tokio::select! {
         signal = shutdown_signal() => Some(signal),
         result = node.wait() => {

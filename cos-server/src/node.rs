@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cos_actors::census::EntityCensus;
 use cos_actors::passivation::PassivationBudget;
 use cos_actors::{EntityRouter, EntityTypeRuntime, RouterError};
 use cos_core::handler::{BreakerWriteHandler, GrpcWriteHandler, HandlerSetupError, WriteHandler};
@@ -73,6 +74,7 @@ pub struct RunningNode {
     server: JoinHandle<Result<(), NodeError>>,
     /// Set once `server` has completed, so it is never polled again.
     finished: bool,
+    census: Arc<EntityCensus>,
 }
 
 impl RunningNode {
@@ -142,6 +144,7 @@ impl RunningNode {
         // Only the runtimes (owned by the actors) keep the writer alive from here on.
         drop(writer);
         let budget = Arc::new(PassivationBudget::new(&settings.passivation));
+        let census = budget.census().clone();
         let cluster = match &settings.cluster {
             Some(cluster_settings) => {
                 Some(ClusterNode::start(cluster_settings, settings.grpc_listen_address.ip()).await?)
@@ -296,7 +299,13 @@ impl RunningNode {
             stop_serving,
             server,
             finished: false,
+            census,
         })
+    }
+
+    /// How many entities this node holds as actors and resting (see `docs/architecture.md`).
+    pub fn entity_census(&self) -> Arc<EntityCensus> {
+        self.census.clone()
     }
 
     /// The address the gRPC server listens on (useful with port 0).

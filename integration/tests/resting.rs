@@ -1,22 +1,24 @@
-//! Resting, observed from outside and through the node's entity census: an entity idle for
+//! Resting, observed from outside and through the node's entity census and store reads: an entity idle for
 //! `COS_PASSIVATION_REST_AFTER` gives up its actor but its shard keeps its state. It is still live: it trusts
 //! its in-memory state (a foreign write makes its next command fail with ABORTED, as for an entity with an
-//! actor), it counts against the active-entity limit, and requests that meet it on its way to rest are
-//! answered in order.
+//! actor), it wakes without reading the store, it counts against the active-entity limit and idles out like
+//! any entity, and a request that meets it on its way to rest waits and is answered in order.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cos_actors::census::{EntityCensus, entity_census};
+use cos_actors::census::{EntityCensus, EntityCounts};
 use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
 use cos_integration::on_both_stores;
+use cos_integration::support::faulty_journal::FaultyJournal;
 use cos_integration::support::node::{
-    Backend, TestNode, TestStore, emit, ids_in_one_shard, write_behind_its_back,
+    Backend, TestNode, TestStore, emit, ids_in_one_shard, test_settings, write_behind_its_back,
 };
-use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+use cos_integration::support::script_handler::{RunningHandler, ScriptHandler, any_text, text_any};
 use cos_integration::support::wait_until;
 
 /// One entity, resting, and no entity actor.
-const ONE_RESTING: EntityCensus = EntityCensus {
+const ONE_RESTING: EntityCounts = EntityCounts {
     actors: 0,
     resting: 1,
 };
@@ -24,163 +26,192 @@ const ONE_RESTING: EntityCensus = EntityCensus {
 /// Long enough for a 100 ms rest period and its 50 ms maintenance tick on a busy machine.
 const SETTLE: Duration = Duration::from_secs(10);
 
-async fn wait_for_census(expected: EntityCensus) -> anyhow::Result<()> {
-    if wait_until(SETTLE, || entity_census() == expected).await {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "entity census stayed {:?}, expected {expected:?}",
-        entity_census()
-    )
+/// A node resting entities after 100 ms (plus `extra`), on a journal that counts recoveries.
+struct RestingNode {
+    store: TestStore,
+    _handler: ScriptHandler,
+    _running: RunningHandler,
+    journal: Arc<FaultyJournal>,
+    node: TestNode,
+    census: Arc<EntityCensus>,
 }
 
-async fn an_idle_entity_rests_without_its_actor_and_keeps_its_state(
+impl RestingNode {
+    async fn start(backend: Backend, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let store = TestStore::new(backend)?;
+        let handler = ScriptHandler::default();
+        let running = handler.serve().await?;
+        let journal = Arc::new(FaultyJournal::new(store.open_journal().await?));
+        let mut settings = vec![("COS_PASSIVATION_REST_AFTER", "100ms")];
+        settings.extend_from_slice(extra);
+        let settings = test_settings(&store, running.address, &settings)?;
+        let node = TestNode::start_with_journal(settings, journal.clone()).await?;
+        let census = node.node.entity_census();
+        Ok(Self {
+            store,
+            _handler: handler,
+            _running: running,
+            journal,
+            node,
+            census,
+        })
+    }
+
+    async fn wait_for_counts(&self, expected: EntityCounts) -> anyhow::Result<()> {
+        if wait_until(SETTLE, || self.census.counts() == expected).await {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "entity counts stayed {:?}, expected {expected:?}",
+            self.census.counts()
+        )
+    }
+
+    async fn state_text(&mut self, entity_id: &str) -> anyhow::Result<String> {
+        let request = GetStateRequest {
+            entity_id: entity_id.to_string(),
+        };
+        let state = self.node.client.get_state(request).await?.into_inner();
+        Ok(any_text(state.state.as_ref()))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.node.stop().await?;
+        let left = self.census.counts();
+        anyhow::ensure!(
+            left == EntityCounts {
+                actors: 0,
+                resting: 0
+            },
+            "entities outlived their node: {left:?}"
+        );
+        Ok(())
+    }
+}
+
+async fn an_idle_entity_rests_without_its_actor_and_wakes_from_its_state(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let settings = [("COS_PASSIVATION_REST_AFTER", "100ms")];
-    let mut node = TestNode::start(&store, running.address, &settings).await?;
-    assert_eq!(emit(&mut node, "rest-1", "a").await?, 1);
-    wait_for_census(ONE_RESTING).await?;
+    let mut resting = RestingNode::start(backend, &[]).await?;
+    assert_eq!(emit(&mut resting.node, "rest-1", "a").await?, 1);
+    resting.wait_for_counts(ONE_RESTING).await?;
+    let recoveries = resting.journal.newest_event_reads();
 
-    // It wakes from the state it handed over: no store read, so the command sees revision 1.
-    let state = node
-        .client
-        .get_state(GetStateRequest {
-            entity_id: "rest-1".to_string(),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(any_text(state.state.as_ref()), "a");
-    wait_for_census(ONE_RESTING).await?;
-    assert_eq!(emit(&mut node, "rest-1", "b").await?, 2);
+    // A read is answered by the shard from the resting state: no actor, no store read.
+    assert_eq!(resting.state_text("rest-1").await?, "a");
+    assert_eq!(resting.census.counts(), ONE_RESTING);
+    // A command wakes it from the state it handed over, without reading the store.
+    assert_eq!(emit(&mut resting.node, "rest-1", "b").await?, 2);
+    assert_eq!(resting.journal.newest_event_reads(), recoveries);
 
     // A resting entity trusts its memory exactly like one with an actor: a write behind its back conflicts.
-    wait_for_census(ONE_RESTING).await?;
-    write_behind_its_back(&store, "rest-1").await?;
-    let error = emit(&mut node, "rest-1", "c")
+    resting.wait_for_counts(ONE_RESTING).await?;
+    write_behind_its_back(&resting.store, "rest-1").await?;
+    let error = emit(&mut resting.node, "rest-1", "c")
         .await
         .expect_err("the resting entity's state is the one it had");
     assert_eq!(error.code(), tonic::Code::Aborted, "{error:?}");
     // The conflicting instance is replaced and the next one reads the truth from the store.
-    assert_eq!(emit(&mut node, "rest-1", "d").await?, 4);
-    node.stop().await?;
-    wait_for_census(EntityCensus {
-        actors: 0,
-        resting: 0,
-    })
-    .await
+    assert_eq!(emit(&mut resting.node, "rest-1", "d").await?, 4);
+    assert!(resting.journal.newest_event_reads() > recoveries);
+    resting.stop().await
 }
 
 async fn resting_entities_count_against_the_active_entity_limit(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let settings = [
-        ("COS_PASSIVATION_REST_AFTER", "100ms"),
-        ("COS_MAX_ACTIVE_ENTITIES", "1"),
-    ];
-    let mut node = TestNode::start(&store, running.address, &settings).await?;
+    let mut resting = RestingNode::start(backend, &[("COS_MAX_ACTIVE_ENTITIES", "1")]).await?;
     let (ids, _shard) = ids_in_one_shard("rest-lru", 2, 16);
     let (oldest, newest) = (&ids[0], &ids[1]);
-    assert_eq!(emit(&mut node, oldest, "a").await?, 1);
-    wait_for_census(ONE_RESTING).await?;
-    assert_eq!(emit(&mut node, newest, "b").await?, 1);
+    assert_eq!(emit(&mut resting.node, oldest, "a").await?, 1);
+    resting.wait_for_counts(ONE_RESTING).await?;
+    assert_eq!(emit(&mut resting.node, newest, "b").await?, 1);
     // The resting one was the least recently used: it left memory for the new one.
-    wait_for_census(ONE_RESTING).await?;
-    write_behind_its_back(&store, oldest).await?;
+    resting.wait_for_counts(ONE_RESTING).await?;
+    write_behind_its_back(&resting.store, oldest).await?;
     assert_eq!(
-        emit(&mut node, oldest, "c").await?,
+        emit(&mut resting.node, oldest, "c").await?,
         3,
         "recovered from the store, so it had left memory"
     );
-    node.stop().await
+    resting.stop().await
 }
 
-async fn commands_meeting_an_entity_on_its_way_to_rest_are_answered_in_order(
+async fn a_resting_entity_idles_out_like_any_other(backend: Backend) -> anyhow::Result<()> {
+    let mut resting =
+        RestingNode::start(backend, &[("COS_PASSIVATION_IDLE_TIMEOUT", "1s")]).await?;
+    assert_eq!(emit(&mut resting.node, "rest-idle", "a").await?, 1);
+    resting.wait_for_counts(ONE_RESTING).await?;
+    resting
+        .wait_for_counts(EntityCounts {
+            actors: 0,
+            resting: 0,
+        })
+        .await?;
+    write_behind_its_back(&resting.store, "rest-idle").await?;
+    assert_eq!(
+        emit(&mut resting.node, "rest-idle", "b").await?,
+        3,
+        "recovered from the store after idling out"
+    );
+    resting.stop().await
+}
+
+async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let settings = [("COS_PASSIVATION_REST_AFTER", "100ms")];
-    let mut node = TestNode::start(&store, running.address, &settings).await?;
-    // Pauses around the rest period (checked every 50 ms), so commands keep meeting the entity while it
-    // hands its state over, just after, and while it has an actor.
+    let mut resting = RestingNode::start(backend, &[]).await?;
+    assert_eq!(emit(&mut resting.node, "rest-busy", "a").await?, 1);
+    let recoveries = resting.journal.newest_event_reads();
+    // A 400 ms command keeps the actor busy; 100 ms after it was delivered (plus at most a 50 ms tick) the
+    // shard asks the entity to rest, which it can only do after the command. A command sent at 250 ms meets
+    // the entity on its way to rest: the shard holds it and wakes the entity from the handed-over state.
+    let mut slow_client = resting.node.client.clone();
+    let slow = tokio::spawn(async move {
+        let request = ProcessCommandRequest {
+            entity_id: "rest-busy".to_string(),
+            command: Some(text_any("sleep:400:slow")),
+        };
+        slow_client.process_command(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(emit(&mut resting.node, "rest-busy", "after").await?, 3);
+    let slow_reply = slow.await??.into_inner();
+    assert_eq!(slow_reply.meta.map(|meta| meta.revision_number), Some(2));
+    assert_eq!(resting.state_text("rest-busy").await?, "a|slow|after");
+    assert_eq!(
+        resting.journal.newest_event_reads(),
+        recoveries,
+        "woken from the handed-over state, not from the store"
+    );
+
+    // Then commands with pauses around the rest period, so they meet the entity resting, on its way to rest
+    // and with its actor: each is applied once, in order.
     let mut rests_seen = 0;
-    for revision in 1..=30_u32 {
-        let pause = Duration::from_millis(60 + u64::from(revision * 37 % 90));
+    for step in 1..=20_u32 {
+        let pause = Duration::from_millis(60 + u64::from(step * 37 % 90));
         tokio::time::sleep(pause).await;
-        if entity_census().resting == 1 {
+        if resting.census.counts() == ONE_RESTING {
             rests_seen += 1;
         }
         assert_eq!(
-            emit(&mut node, "rest-busy", &format!("e{revision}")).await?,
-            revision
+            emit(&mut resting.node, "rest-busy", &format!("e{step}")).await?,
+            step + 3
         );
     }
     assert!(rests_seen > 0, "the entity never rested between commands");
-
-    // Then eight clients at once, each pausing around the rest period: some of their commands arrive while
-    // the entity is handing its state over (they are buffered by the shard and wake it from that state).
-    let mut clients = Vec::new();
-    for client_index in 0..8_u64 {
-        let mut client = node.client.clone();
-        clients.push(tokio::spawn(async move {
-            let mut revisions = Vec::new();
-            for step in 0..10_u64 {
-                let pause = Duration::from_millis(40 + (client_index * 31 + step * 53) % 120);
-                tokio::time::sleep(pause).await;
-                let request = ProcessCommandRequest {
-                    entity_id: "rest-busy".to_string(),
-                    command: Some(text_any(&format!("emit:c{client_index}s{step}"))),
-                };
-                let reply = client.process_command(request).await?.into_inner();
-                revisions.push(reply.meta.map_or(0, |meta| meta.revision_number));
-            }
-            Ok::<_, tonic::Status>(revisions)
-        }));
-    }
-    let mut revisions = Vec::new();
-    for client in clients {
-        revisions.extend(client.await??);
-    }
-    revisions.sort_unstable();
-    let expected_revisions: Vec<u32> = (31..=110).collect();
+    let steps: Vec<String> = (1..=20).map(|step| format!("e{step}")).collect();
     assert_eq!(
-        revisions, expected_revisions,
-        "each command got its own revision"
+        resting.state_text("rest-busy").await?,
+        format!("a|slow|after|{}", steps.join("|"))
     );
-    let state = node
-        .client
-        .get_state(GetStateRequest {
-            entity_id: "rest-busy".to_string(),
-        })
-        .await?
-        .into_inner();
-    // Every event applied once, in order, across all the rests and wake-ups.
-    let text = any_text(state.state.as_ref());
-    let applied: Vec<&str> = text.split('|').collect();
-    let sequential: Vec<String> = (1..=30).map(|revision| format!("e{revision}")).collect();
-    assert_eq!(applied[..30], sequential, "{text}");
-    assert_eq!(applied.len(), 110, "{text}");
-    let mut concurrent: Vec<&str> = applied[30..].to_vec();
-    concurrent.sort_unstable();
-    concurrent.dedup();
-    assert_eq!(
-        concurrent.len(),
-        80,
-        "every concurrent event applied once: {text}"
-    );
-    node.stop().await
+    assert_eq!(resting.journal.newest_event_reads(), recoveries);
+    resting.stop().await
 }
 
 on_both_stores!(
-    an_idle_entity_rests_without_its_actor_and_keeps_its_state,
+    an_idle_entity_rests_without_its_actor_and_wakes_from_its_state,
     resting_entities_count_against_the_active_entity_limit,
-    commands_meeting_an_entity_on_its_way_to_rest_are_answered_in_order,
+    a_resting_entity_idles_out_like_any_other,
+    a_command_that_meets_the_entity_handing_over_its_state_waits_for_it,
 );

@@ -16,7 +16,7 @@ use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::census::CountedActor;
+use crate::census::{CountedActor, EntityCensus};
 use crate::envelope::{EntityEnvelope, EntityRequest, EntityResult};
 use crate::runtime::EntityTypeRuntime;
 use crate::shard::ShardMessage;
@@ -49,6 +49,8 @@ pub struct EntityArguments {
     pub runtime: Arc<EntityTypeRuntime>,
     /// The state the entity had when it rested, if it did: trusted as if it had never stopped.
     pub resumed: Option<StateWrapper>,
+    /// The node's census, which counts this actor while it lives.
+    pub census: Arc<EntityCensus>,
 }
 
 /// The in-memory state of an entity actor.
@@ -90,7 +92,7 @@ impl Actor for EntityActor {
             shard_actor: arguments.shard_actor,
             runtime: arguments.runtime,
             current: arguments.resumed,
-            _counted: CountedActor::new(),
+            _counted: CountedActor::new(arguments.census),
         })
     }
 
@@ -115,6 +117,16 @@ impl Actor for EntityActor {
             EntityMessage::Request(envelope) => Box::pin(state.handle_request(*envelope)).await,
         }
         Ok(())
+    }
+}
+
+/// The answer to `GetState` for an entity in `current` (shared with the shard, which answers it for resting
+/// entities): not found until the entity has a first event.
+pub(crate) fn state_reply(current: &StateWrapper) -> EntityResult {
+    if revision_of(current) > 0 {
+        Ok(current.clone())
+    } else {
+        Err(CommandError::NotFound)
     }
 }
 
@@ -153,12 +165,7 @@ impl EntityState {
         };
         let command = match request {
             EntityRequest::GetState => {
-                let found = revision_of(current) > 0;
-                reply.send(if found {
-                    Ok(current.clone())
-                } else {
-                    Err(CommandError::NotFound)
-                });
+                reply.send(state_reply(current));
                 return;
             }
             EntityRequest::ProcessCommand(command) => command,

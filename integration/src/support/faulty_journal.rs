@@ -1,6 +1,6 @@
 //! Fault injection at the storage seam (the TiKV failpoint idea without the macro): a journal that wraps a
 //! real store and can delay or fail its appends, to test what happens between "decided" and "committed".
-//! It also counts the append calls (transactions) that reach it.
+//! It also counts the append calls (transactions) and the recoveries (newest-event reads) that reach it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ pub struct FaultyJournal {
     append_delay_millis: AtomicU64,
     failing_appends: AtomicUsize,
     append_calls: AtomicUsize,
+    newest_event_reads: AtomicUsize,
 }
 
 impl FaultyJournal {
@@ -25,6 +26,7 @@ impl FaultyJournal {
             append_delay_millis: AtomicU64::new(0),
             failing_appends: AtomicUsize::new(0),
             append_calls: AtomicUsize::new(0),
+            newest_event_reads: AtomicUsize::new(0),
         }
     }
 
@@ -42,6 +44,11 @@ impl FaultyJournal {
     /// How many append calls (each one transaction or statement) reached this journal.
     pub fn append_calls(&self) -> usize {
         self.append_calls.load(Ordering::SeqCst)
+    }
+
+    /// How many times an entity's newest event was read: once per recovery from the store.
+    pub fn newest_event_reads(&self) -> usize {
+        self.newest_event_reads.load(Ordering::SeqCst)
     }
 
     async fn before_append(&self) -> Result<(), StoreError> {
@@ -80,6 +87,7 @@ impl Journal for FaultyJournal {
     }
 
     async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
+        self.newest_event_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.newest_event(key).await
     }
 
