@@ -158,7 +158,7 @@ async fn after_a_kill_under_load_the_dead_nodes_shards_are_served_elsewhere() ->
     let handler = ScriptHandler::default();
     let running = handler.serve().await?;
     let (schema, mut nodes) = three_node_cluster(running.address).await?;
-    let victim = nodes.pop().ok_or_else(|| anyhow::anyhow!("three nodes"))?;
+    let mut victim = nodes.pop().ok_or_else(|| anyhow::anyhow!("three nodes"))?;
     // Clients talk to the survivors; the victim hosts shards, so some of their commands run there.
     let targets = std::sync::Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
@@ -167,13 +167,7 @@ async fn after_a_kill_under_load_the_dead_nodes_shards_are_served_elsewhere() ->
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim_shards = status(&victim).await?.local_shards;
     assert!(!victim_shards.is_empty(), "the victim hosted shards");
-    let pid = victim
-        .process
-        .pid()
-        .ok_or_else(|| anyhow::anyhow!("victim pid"))?;
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
+    victim.process.kill_hard().await?;
     let killed_at = tokio::time::Instant::now();
 
     let orphan = (0..24)
@@ -389,15 +383,12 @@ async fn killing_the_coordinator_moves_it_and_keeps_one_home_per_shard() -> anyh
     }
     let old_leader = status(&nodes[0]).await?.leader;
     // The first node is the oldest: it hosts the coordinator.
-    let oldest = nodes.remove(0);
+    let mut oldest = nodes.remove(0);
     assert_eq!(
         old_leader,
         format!("node-{}@127.0.0.1", oldest.cluster_port)
     );
-    let pid = oldest.process.pid().ok_or_else(|| anyhow::anyhow!("pid"))?;
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
+    oldest.process.kill_hard().await?;
     wait_for_members(&[&nodes[0], &nodes[1]], 2, Duration::from_secs(20)).await?;
 
     for entity in &entities {

@@ -219,7 +219,7 @@ async fn a_killed_nodes_shards_are_delivered_from_the_survivors_without_loss() -
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let victim = nodes.remove(victim_index);
+    let mut victim = nodes.remove(victim_index);
     // A second round, all at once, then SIGKILL: some of the victim's shards' events are still undelivered,
     // with their offsets unstored.
     let second_round = (0..entities).map(|index| {
@@ -229,13 +229,7 @@ async fn a_killed_nodes_shards_are_delivered_from_the_survivors_without_loss() -
     for sent in futures::future::join_all(second_round).await {
         sent?;
     }
-    let pid = victim
-        .process
-        .pid()
-        .ok_or_else(|| anyhow::anyhow!("victim pid"))?;
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
+    victim.process.kill_hard().await?;
 
     // Wait until the survivors serve every shard again (a read, so no command is ever sent twice).
     let orphans: Vec<String> = (0..entities)

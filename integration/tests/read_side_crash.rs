@@ -79,7 +79,7 @@ async fn a_killed_node_redelivers_what_it_had_not_committed_and_loses_nothing() 
     )
     .await;
     let data = tempfile::TempDir::new()?;
-    let node = start_node(&data, running.address, &server).await?;
+    let mut node = start_node(&data, running.address, &server).await?;
     let mut client = ChiefOfStateServiceClient::connect(format!("http://{}", node.address)).await?;
     for revision in 1..=EVENTS_PER_ENTITY {
         for entity in 0..ENTITIES {
@@ -94,10 +94,7 @@ async fn a_killed_node_redelivers_what_it_had_not_committed_and_loses_nothing() 
     let total = ENTITIES * EVENTS_PER_ENTITY as usize;
     let some_delivered = wait_until(Duration::from_secs(15), || server.accepted().len() >= 5).await;
     assert!(some_delivered);
-    let pid = node.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()?;
+    node.kill_hard().await?;
     drop(node);
     let before_restart = server.accepted().len();
     assert!(

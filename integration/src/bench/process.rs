@@ -152,6 +152,11 @@ impl ChildProcess {
         rss_bytes(pid)
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is flushed or handed off) and waits until it is gone.
+    pub async fn kill_hard(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("cannot kill the process")
+    }
+
     /// Stops the process with SIGTERM and waits for it (SIGKILL after 30 s).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
