@@ -247,6 +247,9 @@ async fn write_scenarios(
     });
 
     if is_postgres {
+        // Let the write phase's entities come to rest (2 s, plus a maintenance tick) before measuring
+        // latency, so that work belongs to neither phase.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         let rate = (write.throughput() / 2.0).max(1.0);
         let max_in_flight = config.concurrency * 4;
         let cos_for_rate = cos_channels.clone();
@@ -312,5 +315,61 @@ async fn write_scenarios(
         target: String::new(),
         verdict: Verdict::Informational,
     });
-    cos.stop().await
+    cos.stop().await?;
+    if is_postgres {
+        rows.push(resting_on_the_write_path(store, handler_address, config).await?);
+    }
+    Ok(())
+}
+
+/// What resting costs or saves on the write path: the same load on warmed-up nodes with the default
+/// `COS_PASSIVATION_REST_AFTER` (2 s: an entity that gets a command less often than that rests in between
+/// and its next command wakes it) and with `off` (every live entity keeps its actor, as in the original).
+async fn resting_on_the_write_path(
+    store: &BenchStore,
+    handler_address: SocketAddr,
+    config: &BenchConfig,
+) -> anyhow::Result<Row> {
+    let with_resting = warm_write_load(store, handler_address, config, &[]).await?;
+    let without_resting = warm_write_load(
+        store,
+        handler_address,
+        config,
+        &[("COS_PASSIVATION_REST_AFTER", "off")],
+    )
+    .await?;
+    let ratio = with_resting.throughput() / without_resting.throughput().max(1.0);
+    Ok(Row {
+        scenario: format!(
+            "write path on {}, warmed up: default resting vs COS_PASSIVATION_REST_AFTER=off",
+            store.name
+        ),
+        figure: format!(
+            "resting: {}; off: {}",
+            describe(&with_resting),
+            describe(&without_resting)
+        ),
+        ratio: format!("{ratio:.2} × off"),
+        target: String::new(),
+        verdict: Verdict::Informational,
+    })
+}
+
+/// The write load on a fresh node with `settings`, after a warm-up that touches every entity.
+async fn warm_write_load(
+    store: &BenchStore,
+    handler_address: SocketAddr,
+    config: &BenchConfig,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<LoadResult> {
+    let cos = start_cos(&store.environment, handler_address, settings).await?;
+    let cos_channels = channels(cos.address, config.connections).await?;
+    let warm_up = BenchConfig {
+        duration: config.duration / 4,
+        ..config.clone()
+    };
+    let _warmed = write_load(&cos_channels, &warm_up, spread_entity).await;
+    let measured = write_load(&cos_channels, config, spread_entity).await;
+    cos.stop().await?;
+    Ok(measured)
 }
