@@ -43,9 +43,8 @@ pub fn spawn_trimmer(census: Arc<EntityCensus>) {
             previous = actors;
             highest = highest.max(actors);
             let spaced = last_trim.is_none_or(|at| at.elapsed() >= MIN_TRIM_SPACING);
-            let burst_over = highest - actors >= STOPPED_ACTORS_WORTH_A_TRIM
-                && actors <= highest / 4
-                && !rising;
+            let burst_over =
+                highest - actors >= STOPPED_ACTORS_WORTH_A_TRIM && actors <= highest / 4 && !rising;
             if !spaced || !burst_over {
                 continue;
             }
