@@ -185,11 +185,11 @@ async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
         "woken from the handed-over state, not from the store"
     );
 
-    // Then commands with pauses around the rest period, so they meet the entity resting, on its way to rest
-    // and with its actor: each is applied once, in order.
+    // Then commands with pauses of 60 to 249 ms around the rest period (100 ms, looked for every 50 ms), so
+    // they meet the entity resting, on its way to rest and with its actor: each is applied once, in order.
     let mut rests_seen = 0;
     for step in 1..=20_u32 {
-        let pause = Duration::from_millis(60 + u64::from(step * 37 % 90));
+        let pause = Duration::from_millis(60 + u64::from(step * 37 % 190));
         tokio::time::sleep(pause).await;
         if resting.census.counts() == ONE_RESTING {
             rests_seen += 1;
