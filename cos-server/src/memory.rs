@@ -31,31 +31,57 @@ pub fn spawn_trimmer(census: Arc<EntityCensus>) {
         return;
     }
     tokio::spawn(async move {
-        let mut highest = census.counts().actors;
-        let mut previous = highest;
+        let mut watch = BurstWatch::new(census.counts().actors);
         let mut last_trim: Option<Instant> = None;
         let mut ticks = tokio::time::interval(CHECK_PERIOD);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let actors = census.counts().actors;
-            let rising = actors > previous;
-            previous = actors;
-            highest = highest.max(actors);
+            let over = watch.observe(census.counts().actors);
             let spaced = last_trim.is_none_or(|at| at.elapsed() >= MIN_TRIM_SPACING);
-            let burst_over =
-                highest - actors >= STOPPED_ACTORS_WORTH_A_TRIM && actors <= highest / 4 && !rising;
-            if !spaced || !burst_over {
+            let Some(stopped_actors) = over.filter(|_| spaced) else {
                 continue;
-            }
+            };
             let started = Instant::now();
             let released = tokio::task::spawn_blocking(release_free_memory).await;
-            tracing::debug!(stopped_actors = highest - actors, ?released, took = ?started.elapsed(),
+            tracing::debug!(stopped_actors, ?released, took = ?started.elapsed(),
                 "returned free memory to the kernel");
             last_trim = Some(Instant::now());
-            highest = actors;
+            watch.trimmed();
         }
     });
+}
+
+/// Follows the actor count to tell when a burst is over.
+#[derive(Debug)]
+struct BurstWatch {
+    highest: usize,
+    previous: usize,
+}
+
+impl BurstWatch {
+    fn new(actors: usize) -> Self {
+        Self {
+            highest: actors,
+            previous: actors,
+        }
+    }
+
+    /// Takes the current count; returns how many actors went since the highest count when a burst is over:
+    /// thousands went, the count is down to a quarter of its highest, and it is not rising.
+    fn observe(&mut self, actors: usize) -> Option<usize> {
+        let rising = actors > self.previous;
+        self.previous = actors;
+        self.highest = self.highest.max(actors);
+        let stopped = self.highest - actors;
+        let over = stopped >= STOPPED_ACTORS_WORTH_A_TRIM && actors <= self.highest / 4 && !rising;
+        over.then_some(stopped)
+    }
+
+    /// After a trim, the next burst is measured from the current count.
+    fn trimmed(&mut self) {
+        self.highest = self.previous;
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -79,4 +105,43 @@ fn release_free_memory() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_over_once_thousands_went_down_to_a_quarter_and_the_count_stops_rising() {
+        let mut watch = BurstWatch::new(0);
+        assert_eq!(watch.observe(10_000), None, "rising");
+        assert_eq!(watch.observe(6_000), None, "above a quarter of the highest");
+        assert_eq!(watch.observe(2_000), Some(8_000));
+        watch.trimmed();
+        assert_eq!(
+            watch.observe(1_000),
+            None,
+            "measured from the count at the trim"
+        );
+    }
+
+    #[test]
+    fn steady_churn_and_small_drops_never_trim() {
+        let mut watch = BurstWatch::new(0);
+        for actors in [20_000, 15_000, 21_000, 16_000, 20_000, 17_000] {
+            assert_eq!(watch.observe(actors), None, "{actors}");
+        }
+        let mut small = BurstWatch::new(1_500);
+        assert_eq!(small.observe(0), None, "fewer than 2 000 actors went");
+    }
+
+    #[test]
+    fn a_count_that_rises_again_waits_for_the_next_look() {
+        let mut watch = BurstWatch::new(10_000);
+        assert_eq!(watch.observe(1_000), Some(9_000));
+        let mut rising = BurstWatch::new(10_000);
+        assert_eq!(rising.observe(500), Some(9_500));
+        assert_eq!(rising.observe(900), None, "rising again");
+        assert_eq!(rising.observe(900), Some(9_100));
+    }
 }
