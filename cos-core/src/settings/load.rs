@@ -313,31 +313,21 @@ fn is_plain_identifier(text: &str) -> bool {
 }
 
 fn load_passivation(sources: &Sources<'_>) -> Result<PassivationSettings, SettingsError> {
-    let idle_raw = sources.global("passivation_idle_timeout", "10m")?;
-    let idle_timeout = if idle_raw.trimmed().eq_ignore_ascii_case("off") {
-        None
-    } else {
-        let rule = "must be a duration of at least 1s (such as 10m) or off";
-        let timeout = idle_raw.duration(rule)?;
-        if timeout < Duration::from_secs(1) {
-            return Err(idle_raw.invalid(rule));
-        }
-        Some(timeout)
-    };
+    let idle_timeout = sources
+        .global("passivation_idle_timeout", "10m")?
+        .duration_at_least_or_off(
+            Duration::from_secs(1),
+            "must be a duration of at least 1s (such as 10m) or off",
+        )?;
     let max_active_entities: usize = sources
         .global("max_active_entities", "100000")?
         .integer_in(1..=i64::MAX, "must be a positive integer")?;
-    let rest_raw = sources.global("passivation_rest_after", "2s")?;
-    let rest_after = if rest_raw.trimmed().eq_ignore_ascii_case("off") {
-        None
-    } else {
-        let rule = "must be a duration of at least 100ms (such as 2s) or off";
-        let rest_after = rest_raw.duration(rule)?;
-        if rest_after < Duration::from_millis(100) {
-            return Err(rest_raw.invalid(rule));
-        }
-        Some(rest_after)
-    };
+    let rest_after = sources
+        .global("passivation_rest_after", "2s")?
+        .duration_at_least_or_off(
+            Duration::from_millis(100),
+            "must be a duration of at least 100ms (such as 2s) or off",
+        )?;
     Ok(PassivationSettings {
         idle_timeout,
         max_active_entities,

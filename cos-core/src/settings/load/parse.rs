@@ -61,6 +61,22 @@ impl RawValue {
     pub(super) fn duration(&self, rule: &str) -> Result<Duration, SettingsError> {
         parse_duration(self.trimmed()).ok_or_else(|| self.invalid(rule))
     }
+
+    /// `off` (any case) as `None`, otherwise a duration of at least `minimum`; `rule` is reported otherwise.
+    pub(super) fn duration_at_least_or_off(
+        &self,
+        minimum: Duration,
+        rule: &str,
+    ) -> Result<Option<Duration>, SettingsError> {
+        if self.trimmed().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let duration = self.duration(rule)?;
+        if duration < minimum {
+            return Err(self.invalid(rule));
+        }
+        Ok(Some(duration))
+    }
 }
 
 /// A decimal integer with an optional sign; `None` for anything else, including overflow.
