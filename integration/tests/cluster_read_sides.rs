@@ -4,7 +4,6 @@
 //! continue from the stored offsets, so nothing is lost and order per entity holds — also when a node is
 //! killed mid-delivery.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
@@ -16,68 +15,18 @@ use cos_core::sharding::shard_of;
 use cos_integration::support::cluster_node::{
     SECRET, send, start_node_with, status, three_node_cluster_with,
 };
-use cos_integration::support::read_handler::{Behaviour, Delivery, ReadHandlerServer};
+use cos_integration::support::read_handler::{
+    Behaviour, Delivery, ReadHandlerServer, assert_complete_and_ordered,
+};
 use cos_integration::support::read_side_node::read_side_settings;
 use cos_integration::support::script_handler::ScriptHandler;
 
 /// Generous: a moved shard's workers start at the new home's next placement check (every 2 s).
 const CLUSTER_DELIVERY_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits until `count` distinct events were accepted (duplicates after a move do not count) and returns
-/// every accepted delivery.
+/// Waits until `count` distinct events were accepted and returns every accepted delivery.
 async fn wait_for_distinct(server: &ReadHandlerServer, count: usize) -> Vec<Delivery> {
-    let complete = cos_integration::support::wait_until(CLUSTER_DELIVERY_WAIT, || {
-        let distinct: std::collections::HashSet<(String, u32)> = server
-            .accepted()
-            .into_iter()
-            .map(|delivery| (delivery.entity_id, delivery.revision))
-            .collect();
-        distinct.len() >= count
-    })
-    .await;
-    assert!(
-        complete,
-        "{count} distinct events within {CLUSTER_DELIVERY_WAIT:?}"
-    );
-    server.accepted()
-}
-
-/// Revisions delivered per entity, in arrival order.
-fn by_entity(deliveries: &[Delivery]) -> BTreeMap<String, Vec<u32>> {
-    let mut revisions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for delivery in deliveries {
-        revisions
-            .entry(delivery.entity_id.clone())
-            .or_default()
-            .push(delivery.revision);
-    }
-    revisions
-}
-
-/// Every entity got revisions 1..=expected in order. At-least-once allows a redelivery after a move, but
-/// only as a re-send of what came before, in order: each revision is either the next one after the previous
-/// delivery, or a step back to an earlier one (the start of a re-send) — never a jump ahead.
-fn assert_complete_and_ordered(deliveries: &[Delivery], entities: usize, expected: u32) {
-    let revisions = by_entity(deliveries);
-    assert_eq!(revisions.len(), entities, "every entity's events arrived");
-    for (entity, seen) in &revisions {
-        let mut distinct: Vec<u32> = seen.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        assert_eq!(
-            distinct,
-            (1..=expected).collect::<Vec<_>>(),
-            "{entity}: {seen:?}"
-        );
-        let mut previous = 0;
-        for revision in seen {
-            assert!(
-                *revision == previous + 1 || *revision <= previous,
-                "{entity}: revision {revision} right after {previous}: {seen:?}"
-            );
-            previous = *revision;
-        }
-    }
+    server.wait_for_distinct(count, CLUSTER_DELIVERY_WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

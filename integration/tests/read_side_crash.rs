@@ -2,14 +2,15 @@
 //! every event reaches the handler, in order per entity; what was acknowledged but not yet committed as an
 //! offset when the process died comes again (at-least-once), nothing is lost.
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
 use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
-use cos_integration::support::read_handler::{Behaviour, Delivery, ReadHandlerServer, Rule};
+use cos_integration::support::read_handler::{
+    Behaviour, ReadHandlerServer, Rule, assert_complete_and_ordered,
+};
 use cos_integration::support::script_handler::{ScriptHandler, text_any};
 use cos_integration::support::wait_until;
 
@@ -37,35 +38,6 @@ async fn start_node(
     .collect();
     environment.extend(server.environment("crashy"));
     ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, address).await
-}
-
-/// Revisions per entity in arrival order, checked: all of 1..=n, each either the next one or a step back
-/// (the start of a redelivery), never a jump ahead.
-fn assert_complete_and_ordered(deliveries: &[Delivery]) {
-    let mut revisions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for delivery in deliveries {
-        revisions
-            .entry(delivery.entity_id.clone())
-            .or_default()
-            .push(delivery.revision);
-    }
-    assert_eq!(revisions.len(), ENTITIES);
-    for (entity, seen) in &revisions {
-        let distinct: HashSet<u32> = seen.iter().copied().collect();
-        assert_eq!(
-            distinct.len(),
-            EVENTS_PER_ENTITY as usize,
-            "{entity}: {seen:?}"
-        );
-        let mut previous = 0;
-        for revision in seen {
-            assert!(
-                *revision == previous + 1 || *revision <= previous,
-                "{entity}: {revision} after {previous}: {seen:?}"
-            );
-            previous = *revision;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,16 +75,9 @@ async fn a_killed_node_redelivers_what_it_had_not_committed_and_loses_nothing() 
     );
 
     let restarted = start_node(&data, running.address, &server).await?;
-    let complete = wait_until(Duration::from_secs(30), || {
-        let distinct: HashSet<(String, u32)> = server
-            .accepted()
-            .into_iter()
-            .map(|delivery| (delivery.entity_id, delivery.revision))
-            .collect();
-        distinct.len() == total
-    })
-    .await;
-    assert!(complete, "every event delivered after the restart");
-    assert_complete_and_ordered(&server.accepted());
+    let accepted = server
+        .wait_for_distinct(total, Duration::from_secs(30))
+        .await;
+    assert_complete_and_ordered(&accepted, ENTITIES, EVENTS_PER_ENTITY);
     restarted.stop().await
 }

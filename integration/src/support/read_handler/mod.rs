@@ -5,6 +5,7 @@
 
 mod grpc;
 mod http;
+mod ordering;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -290,6 +291,7 @@ impl Recorder {
     }
 }
 
+pub use ordering::assert_complete_and_ordered;
 pub use tls::TlsIdentity;
 
 /// A read handler server on 127.0.0.1 for one protocol; stops when dropped or on [`Self::shutdown`].
