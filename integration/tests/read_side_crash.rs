@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
-use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
+use cos_integration::bench::process::ChildProcess;
 use cos_integration::support::read_handler::{
     Behaviour, ReadHandlerServer, Rule, assert_complete_and_ordered,
 };
+use cos_integration::support::read_side_node::start_read_side_process;
 use cos_integration::support::script_handler::{ScriptHandler, text_any};
 use cos_integration::support::wait_until;
 
@@ -22,22 +23,7 @@ async fn start_node(
     write_handler: SocketAddr,
     server: &ReadHandlerServer,
 ) -> anyhow::Result<ChildProcess> {
-    let port = free_port()?;
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut environment: Vec<(String, String)> = [
-        ("COS_ADDRESS", "127.0.0.1".to_string()),
-        ("COS_PORT", port.to_string()),
-        ("COS_DATA_DIR", data.path().to_string_lossy().into_owned()),
-        ("COS_WRITE_SIDE_HOST", write_handler.ip().to_string()),
-        ("COS_WRITE_SIDE_PORT", write_handler.port().to_string()),
-        ("COS_READ_SIDE_ENABLED", "true".to_string()),
-        ("LOG_LEVEL", "warn".to_string()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_string(), value))
-    .collect();
-    environment.extend(server.environment("crashy"));
-    ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, address).await
+    start_read_side_process(data, write_handler, server.environment("crashy")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

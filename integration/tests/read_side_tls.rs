@@ -11,9 +11,9 @@ use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfS
 use cos_core::proto::internal::ListReadSidesRequest;
 use cos_core::proto::internal::read_side_admin_client::ReadSideAdminClient;
 use cos_core::readside::ReadSideProtocol;
-use cos_integration::bench::process::{ChildProcess, free_port, sibling_binary};
+use cos_integration::bench::process::ChildProcess;
 use cos_integration::support::read_handler::{Behaviour, ReadHandlerServer, TlsIdentity};
-use cos_integration::support::read_side_node::DELIVERY_WAIT;
+use cos_integration::support::read_side_node::{DELIVERY_WAIT, start_read_side_process};
 use cos_integration::support::script_handler::{ScriptHandler, text_any};
 
 /// A `cos` process on SQLite with one TLS read side `secure` on `server`, trusting the CA in `ca_file`.
@@ -23,19 +23,11 @@ async fn start_node(
     server: &ReadHandlerServer,
     ca_file: &std::path::Path,
 ) -> anyhow::Result<ChildProcess> {
-    let port = free_port()?;
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let protocol = match server.protocol {
         ReadSideProtocol::Grpc => "grpc",
         ReadSideProtocol::Http => "http",
     };
-    let environment: Vec<(String, String)> = [
-        ("COS_ADDRESS", "127.0.0.1".to_string()),
-        ("COS_PORT", port.to_string()),
-        ("COS_DATA_DIR", data.path().to_string_lossy().into_owned()),
-        ("COS_WRITE_SIDE_HOST", write_handler.ip().to_string()),
-        ("COS_WRITE_SIDE_PORT", write_handler.port().to_string()),
-        ("COS_READ_SIDE_ENABLED", "true".to_string()),
+    let read_side = [
         (
             "COS_READ_SIDE_CONFIG__PROTOCOL__secure",
             protocol.to_string(),
@@ -51,12 +43,11 @@ async fn start_node(
         ("COS_READ_SIDE_CONFIG__USE_TLS__secure", "true".to_string()),
         ("COS_READ_SIDE_CONFIG__TIMEOUT__secure", "3000".to_string()),
         ("SSL_CERT_FILE", ca_file.to_string_lossy().into_owned()),
-        ("LOG_LEVEL", "warn".to_string()),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_string(), value))
     .collect();
-    ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, address).await
+    start_read_side_process(data, write_handler, read_side).await
 }
 
 async fn emit(node: &ChildProcess, entity_id: &str) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use super::node::TestNode;
 pub use super::node::{emit, id_outside_shard, ids_in_one_shard};
 use super::read_handler::{Delivery, ReadHandlerServer};
+use crate::bench::process::{ChildProcess, free_port, sibling_binary};
 
 /// How long a test waits for deliveries that should come promptly.
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(15);
@@ -127,4 +128,29 @@ pub async fn wait_for_stop(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts a `cos` process on SQLite in `data` with read sides on, the write handler at `write_handler` and
+/// `extra` variables (the read sides' settings), and waits until its gRPC port answers.
+pub async fn start_read_side_process(
+    data: &tempfile::TempDir,
+    write_handler: std::net::SocketAddr,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<ChildProcess> {
+    let port = free_port()?;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut environment: Vec<(String, String)> = [
+        ("COS_ADDRESS", "127.0.0.1".to_string()),
+        ("COS_PORT", port.to_string()),
+        ("COS_DATA_DIR", data.path().to_string_lossy().into_owned()),
+        ("COS_WRITE_SIDE_HOST", write_handler.ip().to_string()),
+        ("COS_WRITE_SIDE_PORT", write_handler.port().to_string()),
+        ("COS_READ_SIDE_ENABLED", "true".to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
+    environment.extend(extra);
+    ChildProcess::start("cos", sibling_binary("cos")?, &[], &environment, address).await
 }
