@@ -77,8 +77,9 @@ pub async fn start_node_with(
     secret: &str,
     extra: &[(String, String)],
 ) -> anyhow::Result<Node> {
-    // Ports are picked free, then released for the child to bind: another process can take one in between.
-    // Such a start fails at once; try again with fresh ports (and say why in the test output).
+    // Ports are picked free, then released for the child to bind. They come from below the ephemeral range,
+    // so only another explicit bind (rare) can take one in between; such a start fails at once: try again
+    // with fresh ports (and say why in the test output).
     let mut attempt = 1;
     loop {
         match start_node_once(schema, handler, seeds, secret, extra).await {
