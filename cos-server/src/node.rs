@@ -21,7 +21,7 @@ use cos_core::store::{Journal, JournalWriter, ShardCommits, StoreError, WriterOp
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin::ClusterAdminService;
 use crate::cluster::{ClusterError, ClusterNode};
@@ -249,7 +249,7 @@ impl RunningNode {
                 .add_service(admin)
                 .add_optional_service(read_side_manager)
                 .add_optional_service(read_side_admin)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(accept_without_delay(listener), async {
                     stop_signal.notified().await;
                     if let Some(cluster) = &cluster {
                         tracing::info!("shutdown: leaving the cluster, handing off shards");
@@ -419,5 +419,33 @@ fn store_name(store: &StoreSettings) -> &'static str {
     match store {
         StoreSettings::Sqlite(_) => "sqlite",
         StoreSettings::Postgres(_) => "postgres",
+    }
+}
+
+/// Accepted client connections with Nagle's algorithm off: a unary gRPC reply goes out as several small
+/// writes (headers, message, trailers), and Nagle would hold the later ones back until the client
+/// acknowledges the first, which delayed ACKs can stretch to tens of milliseconds.
+fn accept_without_delay(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let mut incoming = accept_without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(address).await?;
+        let accepted = incoming.next().await.ok_or("listener ended")??;
+        assert!(
+            accepted.nodelay()?,
+            "accepted socket still uses Nagle's algorithm"
+        );
+        Ok(())
     }
 }
