@@ -2,4 +2,5 @@
 
 pub mod bank;
 pub mod bench;
+pub mod net;
 pub mod support;

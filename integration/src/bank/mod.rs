@@ -7,6 +7,7 @@
 
 use std::future::Future;
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::write_side_handler_service_server::{
     WriteSideHandlerService, WriteSideHandlerServiceServer,
 };
@@ -16,7 +17,6 @@ use cos_core::proto::chief_of_state::v1::{
 use prost::{Message, Name};
 use prost_types::Any;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -474,7 +474,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(accept_without_delay(listener), shutdown)
         .await
 }
 

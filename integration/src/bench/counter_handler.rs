@@ -1,6 +1,7 @@
 //! The fastest honest write handler: every command is one event, every event adds one to a counter. It is
 //! what the *handler ceiling* baseline calls directly and what Chief of State calls in the write benchmarks.
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::write_side_handler_service_server::{
     WriteSideHandlerService, WriteSideHandlerServiceServer,
 };
@@ -10,7 +11,6 @@ use cos_core::proto::chief_of_state::v1::{
 use prost::Message;
 use prost_types::Any;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// Type URL of the counter state and events (`google.protobuf.UInt64Value`).
@@ -66,6 +66,6 @@ impl WriteSideHandlerService for CounterHandler {
 pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(WriteSideHandlerServiceServer::new(CounterHandler))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(accept_without_delay(listener))
         .await
 }

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_server::{
     ChiefOfStateService, ChiefOfStateServiceServer,
 };
@@ -13,7 +14,6 @@ use cos_core::proto::chief_of_state::v1::{
 };
 use futures::Stream;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::counter_handler::counter_any;
@@ -84,6 +84,6 @@ impl ChiefOfStateService for EchoService {
 pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(ChiefOfStateServiceServer::new(EchoService))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(accept_without_delay(listener))
         .await
 }

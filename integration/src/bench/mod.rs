@@ -7,6 +7,7 @@ pub mod counter_handler;
 pub mod cpu;
 pub mod echo;
 pub mod lag;
+pub mod latency;
 pub mod load;
 pub mod process;
 pub mod read_handler;

@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::time::{Duration, SystemTime};
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::read_side_handler_service_server::{
     ReadSideHandlerService, ReadSideHandlerServiceServer,
 };
@@ -16,7 +17,6 @@ use cos_core::proto::chief_of_state::v1::{HandleReadSideRequest, HandleReadSideR
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::ChildStdout;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// How often a waiting benchmark looks at the deliveries received so far.
@@ -128,7 +128,7 @@ pub async fn serve(listener: TcpListener) -> Result<(), tonic::transport::Error>
         .add_service(ReadSideHandlerServiceServer::new(RecordingReadHandler {
             deliveries: sender,
         }))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(accept_without_delay(listener))
         .await
 }
 

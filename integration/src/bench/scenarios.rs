@@ -13,14 +13,15 @@ use tonic::transport::Channel;
 
 pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
-use super::load::{LoadResult, closed_loop, open_loop};
+use super::latency::{LOW_RATE_PER_SECOND, PacedLatency};
+use super::load::{LoadResult, closed_loop};
 use super::process::{ChildProcess, free_port};
 use super::readside::read_side_scenarios;
-use super::report::{Row, Verdict, describe, millis};
+use super::report::{Row, Verdict, describe};
 use super::resources::{memory_scenarios, recovery_scenarios};
 use super::setup::{BenchStore, channels, start_cos};
 
-fn command_request(entity_id: String) -> ProcessCommandRequest {
+pub(crate) fn command_request(entity_id: String) -> ProcessCommandRequest {
     ProcessCommandRequest {
         entity_id,
         command: Some(counter_any(1)),
@@ -82,7 +83,9 @@ async fn get_state_load(target: &[Channel], config: &BenchConfig) -> LoadResult 
 }
 
 /// One HandleCommand and one HandleEvent, as Chief of State makes them for a one-event command.
-async fn direct_handler_round_trip(mut client: WriteSideHandlerServiceClient<Channel>) -> bool {
+pub(crate) async fn direct_handler_round_trip(
+    mut client: WriteSideHandlerServiceClient<Channel>,
+) -> bool {
     let command = client
         .handle_command(HandleCommandRequest {
             command: Some(counter_any(1)),
@@ -250,45 +253,24 @@ async fn write_scenarios(
         // Let the write phase's entities come to rest (2 s, plus a maintenance tick) before measuring
         // latency, so that work belongs to neither phase.
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        let rate = (write.throughput() / 2.0).max(1.0);
-        let max_in_flight = config.concurrency * 4;
-        let cos_for_rate = cos_channels.clone();
-        let paced = open_loop(rate, config.duration, max_in_flight, move |sequence| {
-            let mut client = ChiefOfStateServiceClient::new(
-                cos_for_rate[sequence as usize % cos_for_rate.len()].clone(),
-            );
-            async move {
-                client
-                    .process_command(command_request(format!("paced-{}", sequence % 1000)))
-                    .await
-                    .is_ok()
-            }
-        })
+        let half_peak = PacedLatency::measure(
+            write.throughput() / 2.0,
+            "paced",
+            &cos_channels,
+            handler_channels,
+            config,
+        )
         .await;
-        let handler_for_rate = handler_channels.to_vec();
-        let direct = open_loop(rate, config.duration, max_in_flight, move |sequence| {
-            let client = WriteSideHandlerServiceClient::new(
-                handler_for_rate[sequence as usize % handler_for_rate.len()].clone(),
-            );
-            direct_handler_round_trip(client)
-        })
+        rows.push(half_peak.half_peak_row(store.name));
+        let low_rate = PacedLatency::measure(
+            LOW_RATE_PER_SECOND,
+            "low-rate",
+            &cos_channels,
+            handler_channels,
+            config,
+        )
         .await;
-        let p50_ratio =
-            paced.percentile(0.5).as_secs_f64() / direct.percentile(0.5).as_secs_f64().max(1e-6);
-        let p99_ratio =
-            paced.percentile(0.99).as_secs_f64() / direct.percentile(0.99).as_secs_f64().max(1e-6);
-        rows.push(Row {
-            scenario: format!("write latency at half the peak rate ({rate:.0}/s), postgres"),
-            figure: format!(
-                "{}; direct handler at the same rate: p50 {} p99 {}",
-                describe(&paced),
-                millis(direct.percentile(0.5)),
-                millis(direct.percentile(0.99))
-            ),
-            ratio: format!("p50 {p50_ratio:.2} ×, p99 {p99_ratio:.2} ×"),
-            target: "p50 ≤ 2 ×, p99 ≤ 3 ×".into(),
-            verdict: Verdict::from_check(p50_ratio <= 2.0 && p99_ratio <= 3.0),
-        });
+        rows.push(low_rate.low_rate_row(store.name));
     }
 
     let get_state = get_state_load(&cos_channels, config).await;

@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::write_side_handler_service_server::{
     WriteSideHandlerService, WriteSideHandlerServiceServer,
 };
@@ -27,7 +28,6 @@ use prost::Message;
 use prost_types::Any;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -113,7 +113,7 @@ impl ScriptHandler {
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(accept_without_delay(listener))
                 .await;
         });
         Ok(RunningHandler { address, task })

@@ -1,12 +1,12 @@
 //! The gRPC side: `chief_of_state.v1.ReadSideHandlerService.HandleReadSide` answered by the recorder.
 
+use crate::net::accept_without_delay;
 use cos_core::proto::chief_of_state::v1::read_side_handler_service_server::{
     ReadSideHandlerService, ReadSideHandlerServiceServer,
 };
 use cos_core::proto::chief_of_state::v1::{HandleReadSideRequest, HandleReadSideResponse};
 use cos_core::readside::handler::{ENTITY_ID_HEADER, ENTITY_TYPE_HEADER, EVENT_TAG_HEADER};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -69,7 +69,7 @@ pub(super) async fn serve(
     }
     let result = builder
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), recorder.until_stopped())
+        .serve_with_incoming_shutdown(accept_without_delay(listener), recorder.until_stopped())
         .await;
     if let Err(error) = result {
         tracing::warn!(error = %error, "grpc read handler server ended with an error");

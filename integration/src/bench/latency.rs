@@ -1,0 +1,106 @@
+//! Write latency at a fixed request rate, against the direct handler round trip at the same rate: once at
+//! half the measured write peak (the target) and once at a low rate, where stalls that load hides
+//! (delayed ACKs held back by Nagle's algorithm, timers) show up.
+
+use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
+use cos_core::proto::chief_of_state::v1::write_side_handler_service_client::WriteSideHandlerServiceClient;
+use tonic::transport::Channel;
+
+use super::config::BenchConfig;
+use super::load::{LoadResult, open_loop};
+use super::report::{Row, Verdict, describe, millis};
+use super::scenarios::{command_request, direct_handler_round_trip};
+
+/// The low rate: a few requests at a time on an otherwise idle machine.
+pub const LOW_RATE_PER_SECOND: f64 = 200.0;
+
+/// Commands through Chief of State and direct handler round trips, each paced at the same rate.
+pub struct PacedLatency {
+    pub rate: f64,
+    pub through_cos: LoadResult,
+    pub direct: LoadResult,
+}
+
+impl PacedLatency {
+    /// Paces `rate` commands per second through `cos` over 1 000 entities named `{prefix}-N`, then the same
+    /// rate of direct round trips on `handler`.
+    pub async fn measure(
+        rate: f64,
+        prefix: &'static str,
+        cos: &[Channel],
+        handler: &[Channel],
+        config: &BenchConfig,
+    ) -> Self {
+        let rate = rate.max(1.0);
+        let max_in_flight = config.concurrency * 4;
+        let cos = cos.to_vec();
+        let through_cos = open_loop(rate, config.duration, max_in_flight, move |sequence| {
+            let mut client =
+                ChiefOfStateServiceClient::new(cos[sequence as usize % cos.len()].clone());
+            async move {
+                client
+                    .process_command(command_request(format!("{prefix}-{}", sequence % 1000)))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        let handler = handler.to_vec();
+        let direct = open_loop(rate, config.duration, max_in_flight, move |sequence| {
+            let client = WriteSideHandlerServiceClient::new(
+                handler[sequence as usize % handler.len()].clone(),
+            );
+            direct_handler_round_trip(client)
+        })
+        .await;
+        Self {
+            rate,
+            through_cos,
+            direct,
+        }
+    }
+
+    fn ratio_at(&self, quantile: f64) -> f64 {
+        self.through_cos.percentile(quantile).as_secs_f64()
+            / self.direct.percentile(quantile).as_secs_f64().max(1e-6)
+    }
+
+    fn figure(&self) -> String {
+        format!(
+            "{}; direct handler at the same rate: p50 {} p99 {}",
+            describe(&self.through_cos),
+            millis(self.direct.percentile(0.5)),
+            millis(self.direct.percentile(0.99))
+        )
+    }
+
+    /// The target row: p50 ≤ 2 ×, p99 ≤ 3 × the direct round trip at half the write peak.
+    pub fn half_peak_row(&self, store: &str) -> Row {
+        let (p50, p99) = (self.ratio_at(0.5), self.ratio_at(0.99));
+        Row {
+            scenario: format!(
+                "write latency at half the peak rate ({:.0}/s), {store}",
+                self.rate
+            ),
+            figure: self.figure(),
+            ratio: format!("p50 {p50:.2} ×, p99 {p99:.2} ×"),
+            target: "p50 ≤ 2 ×, p99 ≤ 3 ×".into(),
+            verdict: Verdict::from_check(p50 <= 2.0 && p99 <= 3.0),
+        }
+    }
+
+    /// The same comparison at a low rate (informational).
+    pub fn low_rate_row(&self, store: &str) -> Row {
+        Row {
+            scenario: format!("write latency at a low rate ({:.0}/s), {store}", self.rate),
+            figure: self.figure(),
+            ratio: format!(
+                "p50 {:.2} ×, p99 {:.2} ×",
+                self.ratio_at(0.5),
+                self.ratio_at(0.99)
+            ),
+            target: String::new(),
+            verdict: Verdict::Informational,
+        }
+    }
+}
