@@ -9,6 +9,7 @@ use cos_core::store::{
     AppendRequest, EncodedEvent, Journal, JournalWriter, RecoverySource, ShardCommits, ShardEvent,
     SnapshotWrite, StoreError, WriterOptions,
 };
+use cos_integration::support::database::{TestPostgres, own_connections_to};
 use cos_integration::support::faulty_journal::FaultyJournal;
 use cos_integration::support::node::{Backend, TestStore, default_key, typed_key};
 use cos_integration::support::script_handler::{any_text, text_any};
@@ -465,6 +466,41 @@ async fn concurrent_appends_share_transactions_and_conflicts_stay_isolated(
             1
         );
     }
+    journal.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_connections_cut_while_idle_are_replaced_without_failing_a_request()
+-> anyhow::Result<()> {
+    // The pool checks only connections idle for a while (one round trip less per commit); this is the case
+    // that check exists for: the database dropped them (a restart, an idle timeout in between).
+    let (store, journal) = open(Backend::Postgres).await?;
+    let key = default_key("cut-while-idle")?;
+    journal
+        .append_atomically(&[append(&key, vec![event(1, "a")])])
+        .await?;
+    let ports = own_connections_to(TestPostgres::from_env().port)?;
+    let admin = store.postgres_pool().await?;
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'chief-of-state' AND client_port = ANY($1)",
+    )
+    .bind(&ports)
+    .fetch_all(&admin)
+    .await?;
+    assert!(
+        !cut.is_empty() && cut.iter().all(|terminated| *terminated),
+        "the journal's connections were cut: {cut:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let recovered = journal.latest_state(&key).await?;
+    assert_eq!(recovered.map(|stored| stored.revision), Some(1));
+    journal
+        .append_atomically(&[append(&key, vec![event(2, "b")])])
+        .await?;
+    assert_eq!(journal.events_after(&key, 0).await?.len(), 2);
+    admin.close().await;
     journal.close().await;
     Ok(())
 }

@@ -71,3 +71,46 @@ pub fn unique_schema_name() -> String {
         nanos
     )
 }
+
+/// The local TCP ports of this process's open connections to `server_port`, read from `/proc`: lets a test
+/// find (and cut, with `pg_terminate_backend`) exactly its own connections among those of parallel tests.
+pub fn own_connections_to(server_port: u16) -> std::io::Result<Vec<i32>> {
+    let mut socket_inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let target = std::fs::read_link(entry?.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            socket_inodes.insert(inode.to_string());
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(inode)) =
+                (columns.get(1), columns.get(2), columns.get(9))
+            else {
+                continue;
+            };
+            let port_of = |address: &str| {
+                address
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            };
+            if port_of(remote) == Some(server_port)
+                && socket_inodes.contains(*inode)
+                && let Some(local_port) = port_of(local)
+            {
+                ports.push(i32::from(local_port));
+            }
+        }
+    }
+    Ok(ports)
+}
