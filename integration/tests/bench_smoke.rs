@@ -25,6 +25,7 @@ fn the_quick_benchmark_runs_every_scenario_and_prints_a_table() -> anyhow::Resul
         "baseline: bare tonic echo",
         "write path on postgres",
         "write latency at half the peak rate",
+        "write latency at a low rate",
         "write path on sqlite",
         "GetState of cached entities",
         "one hot entity",
