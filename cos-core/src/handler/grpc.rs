@@ -1,4 +1,5 @@
-//! The gRPC write-handler client: lazily connected channels (a pool, used round-robin), per-call deadlines
+//! The gRPC write-handler client: lazily connected connections (a pool, used round-robin; plaintext handlers
+//! over the direct HTTP/2 transport, TLS ones over tonic's channel), per-call deadlines
 //! enforced on our side, and handler statuses passed through untouched.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,9 +9,11 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 use tonic::Code;
+use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::WriteHandler;
+use super::direct::DirectChannel;
 use crate::error::CommandError;
 use crate::headers::append_headers;
 use crate::proto::chief_of_state::v1::write_side_handler_service_client::WriteSideHandlerServiceClient;
@@ -26,9 +29,38 @@ pub enum HandlerSetupError {
     InvalidAddress { address: String, reason: String },
 }
 
+/// One client of the pool: tonic's channel for TLS handlers, the direct HTTP/2 transport otherwise.
+#[derive(Clone)]
+enum PooledClient {
+    Tonic(WriteSideHandlerServiceClient<Channel>),
+    Direct(WriteSideHandlerServiceClient<DirectChannel>),
+}
+
+impl PooledClient {
+    async fn handle_command(
+        self,
+        request: tonic::Request<HandleCommandRequest>,
+    ) -> Result<tonic::Response<HandleCommandResponse>, tonic::Status> {
+        match self {
+            Self::Tonic(mut client) => client.handle_command(request).await,
+            Self::Direct(mut client) => client.handle_command(request).await,
+        }
+    }
+
+    async fn handle_event(
+        self,
+        request: tonic::Request<HandleEventRequest>,
+    ) -> Result<tonic::Response<HandleEventResponse>, tonic::Status> {
+        match self {
+            Self::Tonic(mut client) => client.handle_event(request).await,
+            Self::Direct(mut client) => client.handle_event(request).await,
+        }
+    }
+}
+
 /// A write handler reached over gRPC.
 pub struct GrpcWriteHandler {
-    clients: Vec<WriteSideHandlerServiceClient<Channel>>,
+    clients: Vec<PooledClient>,
     next_client: AtomicUsize,
     address: String,
 }
@@ -45,24 +77,43 @@ impl GrpcWriteHandler {
             address: address.clone(),
             reason,
         };
-        let mut endpoint = Endpoint::from_shared(address.clone())
-            .map_err(|error| invalid(error.to_string()))?
-            .connect_timeout(handler.call_timeout.min(Duration::from_secs(5)))
-            .tcp_nodelay(true);
-        if handler.use_tls {
-            endpoint = endpoint
+        let connect_timeout = handler.call_timeout.min(Duration::from_secs(5));
+        let pool_size = client.pool_size.max(1);
+        let clients = if handler.use_tls {
+            let mut endpoint = Endpoint::from_shared(address.clone())
+                .map_err(|error| invalid(error.to_string()))?
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
                 .tls_config(ClientTlsConfig::new().with_native_roots())
                 .map_err(|error| invalid(error.to_string()))?;
-        }
-        if let Some(keepalive) = client.keepalive {
-            endpoint = endpoint
-                .http2_keep_alive_interval(keepalive.interval)
-                .keep_alive_timeout(keepalive.timeout)
-                .keep_alive_while_idle(keepalive.while_idle);
-        }
-        let clients = (0..client.pool_size.max(1))
-            .map(|_| WriteSideHandlerServiceClient::new(endpoint.connect_lazy()))
-            .collect();
+            if let Some(keepalive) = client.keepalive {
+                endpoint = endpoint
+                    .http2_keep_alive_interval(keepalive.interval)
+                    .keep_alive_timeout(keepalive.timeout)
+                    .keep_alive_while_idle(keepalive.while_idle);
+            }
+            (0..pool_size)
+                .map(|_| {
+                    PooledClient::Tonic(WriteSideHandlerServiceClient::new(endpoint.connect_lazy()))
+                })
+                .collect()
+        } else {
+            let authority = address
+                .parse::<Uri>()
+                .map_err(|error| invalid(error.to_string()))?
+                .authority()
+                .cloned()
+                .ok_or_else(|| invalid("no host and port".to_string()))?;
+            (0..pool_size)
+                .map(|_| {
+                    PooledClient::Direct(WriteSideHandlerServiceClient::new(DirectChannel::new(
+                        authority.clone(),
+                        connect_timeout,
+                        client.keepalive,
+                    )))
+                })
+                .collect()
+        };
         Ok(Self {
             clients,
             next_client: AtomicUsize::new(0),
@@ -70,7 +121,7 @@ impl GrpcWriteHandler {
         })
     }
 
-    fn client(&self) -> WriteSideHandlerServiceClient<Channel> {
+    fn client(&self) -> PooledClient {
         let index = self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         self.clients[index].clone()
     }
@@ -114,7 +165,7 @@ impl WriteHandler for GrpcWriteHandler {
         let mut grpc_request = tonic::Request::new(request);
         grpc_request.set_timeout(timeout);
         append_headers(grpc_request.metadata_mut(), propagated_headers);
-        let mut client = self.client();
+        let client = self.client();
         let started = Instant::now();
         match tokio::time::timeout(timeout, client.handle_command(grpc_request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -133,7 +184,7 @@ impl WriteHandler for GrpcWriteHandler {
     ) -> Result<HandleEventResponse, CommandError> {
         let mut grpc_request = tonic::Request::new(request);
         grpc_request.set_timeout(timeout);
-        let mut client = self.client();
+        let client = self.client();
         let started = Instant::now();
         match tokio::time::timeout(timeout, client.handle_event(grpc_request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),

@@ -2,6 +2,7 @@
 //! (later) an HTTP handler are interchangeable per entity type.
 
 mod breaker;
+mod direct;
 mod grpc;
 
 use std::time::Duration;
