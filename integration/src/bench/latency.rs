@@ -2,11 +2,14 @@
 //! half the measured write peak (the issue's target) and once at a low rate, where stalls that load hides
 //! (delayed ACKs held back by Nagle's algorithm, timers) show up.
 
+use std::time::Duration;
+
 use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfStateServiceClient;
 use cos_core::proto::chief_of_state::v1::write_side_handler_service_client::WriteSideHandlerServiceClient;
 use tonic::transport::Channel;
 
 use super::config::BenchConfig;
+use super::cpu::{cpu_of_processes_named, process_cpu};
 use super::load::{LoadResult, open_loop};
 use super::report::{Row, Verdict, describe, millis};
 use super::scenarios::{command_request, direct_handler_round_trip};
@@ -14,11 +17,51 @@ use super::scenarios::{command_request, direct_handler_round_trip};
 /// The low rate: a few requests at a time on an otherwise idle machine.
 pub const LOW_RATE_PER_SECOND: f64 = 200.0;
 
-/// Commands through Chief of State and direct handler round trips, each paced at the same rate.
+/// The processes whose CPU time a paced run divides by its operations.
+#[derive(Debug, Clone, Copy)]
+pub struct PacedProcesses {
+    pub cos: Option<u32>,
+    pub handler: Option<u32>,
+}
+
+/// CPU time of the benchmark's server-side processes so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerCpu {
+    cos: Duration,
+    handler: Duration,
+    postgres: Duration,
+}
+
+impl ServerCpu {
+    fn take(processes: PacedProcesses) -> Self {
+        let of = |pid: Option<u32>| {
+            pid.and_then(|pid| process_cpu(pid).ok())
+                .unwrap_or_default()
+        };
+        Self {
+            cos: of(processes.cos),
+            handler: of(processes.handler),
+            postgres: cpu_of_processes_named("postgres"),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            cos: self.cos.saturating_sub(earlier.cos),
+            handler: self.handler.saturating_sub(earlier.handler),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+        }
+    }
+}
+
+/// Commands through Chief of State and direct handler round trips, each paced at the same rate, with the
+/// CPU each cost the server-side processes (the figure that explains the ratios on a shared machine).
 pub struct PacedLatency {
     pub rate: f64,
     pub through_cos: LoadResult,
     pub direct: LoadResult,
+    cpu_through_cos: ServerCpu,
+    cpu_direct: ServerCpu,
 }
 
 impl PacedLatency {
@@ -29,9 +72,11 @@ impl PacedLatency {
         prefix: &'static str,
         cos: &[Channel],
         handler: &[Channel],
+        processes: PacedProcesses,
         config: &BenchConfig,
     ) -> Self {
         let rate = rate.max(1.0);
+        let before = ServerCpu::take(processes);
         let max_in_flight = config.concurrency * 4;
         let cos = cos.to_vec();
         let through_cos = open_loop(rate, config.duration, max_in_flight, move |sequence| {
@@ -45,6 +90,7 @@ impl PacedLatency {
             }
         })
         .await;
+        let between = ServerCpu::take(processes);
         let handler = handler.to_vec();
         let direct = open_loop(rate, config.duration, max_in_flight, move |sequence| {
             let client = WriteSideHandlerServiceClient::new(
@@ -53,10 +99,13 @@ impl PacedLatency {
             direct_handler_round_trip(client)
         })
         .await;
+        let after = ServerCpu::take(processes);
         Self {
             rate,
             through_cos,
             direct,
+            cpu_through_cos: between.since(before),
+            cpu_direct: after.since(between),
         }
     }
 
@@ -66,11 +115,20 @@ impl PacedLatency {
     }
 
     fn figure(&self) -> String {
+        let per =
+            |cpu: Duration, operations: u64| cpu.as_secs_f64() * 1e6 / operations.max(1) as f64;
+        let commands = self.through_cos.operations;
+        let round_trips = self.direct.operations;
         format!(
-            "{}; direct handler at the same rate: p50 {} p99 {}",
+            "{}; direct handler at the same rate: p50 {} p99 {}; CPU per command: CoS {:.0} µs, handler {:.0} µs, \
+             PostgreSQL {:.0} µs; per direct round trip: handler {:.0} µs",
             describe(&self.through_cos),
             millis(self.direct.percentile(0.5)),
-            millis(self.direct.percentile(0.99))
+            millis(self.direct.percentile(0.99)),
+            per(self.cpu_through_cos.cos, commands),
+            per(self.cpu_through_cos.handler, commands),
+            per(self.cpu_through_cos.postgres, commands),
+            per(self.cpu_direct.handler, round_trips),
         )
     }
 

@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
-use super::latency::{LOW_RATE_PER_SECOND, PacedLatency};
+use super::latency::{LOW_RATE_PER_SECOND, PacedLatency, PacedProcesses};
 use super::load::{LoadResult, closed_loop};
 use super::process::{ChildProcess, free_port};
 use super::readside::read_side_scenarios;
@@ -172,7 +172,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
     for store in stores.iter().filter(|_| config.runs("write")) {
         write_scenarios(
             store,
-            handler_address,
+            &handler,
             &handler_channels,
             &ceiling,
             &echo_result,
@@ -218,15 +218,20 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
 
 async fn write_scenarios(
     store: &BenchStore,
-    handler_address: SocketAddr,
+    handler: &ChildProcess,
     handler_channels: &[Channel],
     ceiling: &LoadResult,
     echo: &LoadResult,
     config: &BenchConfig,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    let handler_address = handler.address;
     let cos = start_cos(&store.environment, handler_address, &[]).await?;
     let cos_channels = channels(cos.address, config.connections).await?;
+    let processes = PacedProcesses {
+        cos: cos.pid(),
+        handler: handler.pid(),
+    };
     let write = write_load(&cos_channels, config, spread_entity).await;
     let ratio = write.throughput() / ceiling.throughput().max(1.0);
     let is_postgres = store.name == "postgres";
@@ -258,6 +263,7 @@ async fn write_scenarios(
             "paced",
             &cos_channels,
             handler_channels,
+            processes,
             config,
         )
         .await;
@@ -267,6 +273,7 @@ async fn write_scenarios(
             "low-rate",
             &cos_channels,
             handler_channels,
+            processes,
             config,
         )
         .await;
