@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // tonic's prost codec with 1 KiB instead of 8 KiB per-call buffers (src/codec.rs).
+        .codec_path("crate::codec::CompactCodec")
         .compile_protos(&paths, &[proto_root.to_string()])?;
     for path in &paths {
         println!("cargo:rerun-if-changed={path}");

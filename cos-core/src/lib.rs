@@ -1,6 +1,7 @@
 //! Chief of State core: domain types, settings, stores and write-handler clients. Knows nothing of actors.
 
 pub mod cluster;
+pub mod codec;
 pub mod domain;
 pub mod error;
 pub mod handler;
