@@ -30,7 +30,8 @@ use crate::read_sides::{ReadSideStart, ReadSideStartError, start_read_sides};
 use crate::readside_manager::{ReadSideAdminService, ReadSideControl, ReadSideManager};
 use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 
-/// Largest request or response message the gateway accepts (bytes); bigger ones get RESOURCE_EXHAUSTED.
+/// Largest request or response message the gateway accepts (bytes); a bigger request gets tonic's OUT_OF_RANGE
+/// naming its size and this limit (grpc-go and grpc-java answer RESOURCE_EXHAUSTED for the same).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a leaving node waits for the coordinator to move its shards away.

@@ -1,0 +1,85 @@
+//! Message sizes at the edges of the gateway and the handler client: a state far larger than any per-call
+//! buffer travels intact (client → CoS → handler → store → GetState), and a request over the gateway's limit is
+//! refused before anything runs, with tonic's status for it (OUT_OF_RANGE, naming the size and the limit).
+
+use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
+use cos_integration::support::node::{Backend, TestNode, TestStore};
+use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+use cos_server::node::MAX_MESSAGE_BYTES;
+use tonic::Code;
+
+fn command(entity_id: &str, script: &str) -> ProcessCommandRequest {
+    ProcessCommandRequest {
+        entity_id: entity_id.to_string(),
+        command: Some(text_any(script)),
+    }
+}
+
+async fn a_large_state_travels_intact(backend: Backend) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let mut node = TestNode::start(&store, running.address, &[]).await?;
+    // Two 400 KB events: the second command carries the first's state to the handler and back.
+    let first = "a".repeat(400_000);
+    let second = "b".repeat(400_000);
+    node.client
+        .process_command(command("big-1", &format!("emit:{first}")))
+        .await?;
+    let reply = node
+        .client
+        .process_command(command("big-1", &format!("emit:{second}")))
+        .await?
+        .into_inner();
+    let expected = format!("{first}|{second}");
+    assert_eq!(any_text(reply.state.as_ref()), expected);
+    let stored = node
+        .client
+        .get_state(GetStateRequest {
+            entity_id: "big-1".to_string(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(any_text(stored.state.as_ref()), expected);
+    assert_eq!(stored.meta.map(|meta| meta.revision_number), Some(2));
+    node.stop().await
+}
+
+async fn a_request_over_the_limit_is_refused_and_changes_nothing(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let store = TestStore::new(backend)?;
+    let handler = ScriptHandler::default();
+    let running = handler.serve().await?;
+    let mut node = TestNode::start(&store, running.address, &[]).await?;
+    let oversized = format!("emit:{}", "c".repeat(MAX_MESSAGE_BYTES + 1));
+    let error = node
+        .client
+        .process_command(command("big-2", &oversized))
+        .await
+        .expect_err("over the gateway's message limit");
+    assert_eq!(error.code(), Code::OutOfRange, "{error:?}");
+    assert!(
+        error.message().contains(&MAX_MESSAGE_BYTES.to_string()),
+        "the limit is named: {}",
+        error.message()
+    );
+    assert!(
+        handler.commands().is_empty(),
+        "the handler was never called"
+    );
+    let missing = node
+        .client
+        .get_state(GetStateRequest {
+            entity_id: "big-2".to_string(),
+        })
+        .await
+        .expect_err("nothing was stored");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    node.stop().await
+}
+
+cos_integration::on_both_stores!(
+    a_large_state_travels_intact,
+    a_request_over_the_limit_is_refused_and_changes_nothing,
+);
