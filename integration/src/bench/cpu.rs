@@ -61,11 +61,12 @@ pub fn machine_cpu() -> anyhow::Result<(Duration, Duration)> {
     Ok((ticks_to_duration(total - idle), ticks_to_duration(total)))
 }
 
-/// CPU used by the parts of a read-side run, between two samples.
+/// CPU used by the parts of a run (Chief of State, one handler process, PostgreSQL), between two samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSample {
     pub cos: Duration,
-    pub read_handler: Duration,
+    /// The run's handler process: the read handler of a read-side run, the write handler of a latency run.
+    pub handler: Duration,
     /// Every process named `postgres` (the server and its backends), whoever they work for.
     pub postgres: Duration,
     /// All cores, busy and in total.
@@ -74,12 +75,12 @@ pub struct CpuSample {
 }
 
 impl CpuSample {
-    /// The CPU used so far by Chief of State, the read handler, PostgreSQL and the machine.
-    pub fn take(cos_pid: Option<u32>, read_handler_pid: Option<u32>) -> anyhow::Result<Self> {
+    /// The CPU used so far by Chief of State, the handler, PostgreSQL and the machine.
+    pub fn take(cos_pid: Option<u32>, handler_pid: Option<u32>) -> anyhow::Result<Self> {
         let (machine_busy, machine_total) = machine_cpu()?;
         Ok(Self {
             cos: cos_pid.map_or(Ok(Duration::ZERO), process_cpu)?,
-            read_handler: read_handler_pid.map_or(Ok(Duration::ZERO), process_cpu)?,
+            handler: handler_pid.map_or(Ok(Duration::ZERO), process_cpu)?,
             postgres: cpu_of_processes_named("postgres"),
             machine_busy,
             machine_total,
@@ -90,7 +91,7 @@ impl CpuSample {
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
             cos: self.cos.saturating_sub(earlier.cos),
-            read_handler: self.read_handler.saturating_sub(earlier.read_handler),
+            handler: self.handler.saturating_sub(earlier.handler),
             postgres: self.postgres.saturating_sub(earlier.postgres),
             machine_busy: self.machine_busy.saturating_sub(earlier.machine_busy),
             machine_total: self.machine_total.saturating_sub(earlier.machine_total),
@@ -109,7 +110,7 @@ impl CpuSample {
         format!(
             "{label}: CoS {:.0} µs, read handler {:.0} µs{postgres}; machine {:.0} % busy",
             micros(self.cos),
-            micros(self.read_handler),
+            micros(self.handler),
             100.0 * self.machine_busy.as_secs_f64() / self.machine_total.as_secs_f64().max(1e-6),
         )
     }

@@ -9,7 +9,7 @@ use cos_core::proto::chief_of_state::v1::write_side_handler_service_client::Writ
 use tonic::transport::Channel;
 
 use super::config::BenchConfig;
-use super::cpu::{cpu_of_processes_named, process_cpu};
+use super::cpu::CpuSample;
 use super::load::{LoadResult, open_loop};
 use super::report::{Row, Verdict, describe, millis};
 use super::scenarios::{command_request, direct_handler_round_trip};
@@ -24,34 +24,10 @@ pub struct PacedProcesses {
     pub handler: Option<u32>,
 }
 
-/// CPU time of the benchmark's server-side processes so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct ServerCpu {
-    cos: Duration,
-    handler: Duration,
-    postgres: Duration,
-}
-
-impl ServerCpu {
-    fn take(processes: PacedProcesses) -> Self {
-        let of = |pid: Option<u32>| {
-            pid.and_then(|pid| process_cpu(pid).ok())
-                .unwrap_or_default()
-        };
-        Self {
-            cos: of(processes.cos),
-            handler: of(processes.handler),
-            postgres: cpu_of_processes_named("postgres"),
-        }
-    }
-
-    fn since(self, earlier: Self) -> Self {
-        Self {
-            cos: self.cos.saturating_sub(earlier.cos),
-            handler: self.handler.saturating_sub(earlier.handler),
-            postgres: self.postgres.saturating_sub(earlier.postgres),
-        }
-    }
+/// A CPU sample of the run's processes; a process that cannot be read counts nothing (the row still has its
+/// latencies).
+fn cpu_sample(processes: PacedProcesses) -> CpuSample {
+    CpuSample::take(processes.cos, processes.handler).unwrap_or_default()
 }
 
 /// Commands through Chief of State and direct handler round trips, each paced at the same rate, with the
@@ -60,8 +36,8 @@ pub struct PacedLatency {
     pub rate: f64,
     pub through_cos: LoadResult,
     pub direct: LoadResult,
-    cpu_through_cos: ServerCpu,
-    cpu_direct: ServerCpu,
+    cpu_through_cos: CpuSample,
+    cpu_direct: CpuSample,
 }
 
 impl PacedLatency {
@@ -76,7 +52,7 @@ impl PacedLatency {
         config: &BenchConfig,
     ) -> Self {
         let rate = rate.max(1.0);
-        let before = ServerCpu::take(processes);
+        let before = cpu_sample(processes);
         let max_in_flight = config.concurrency * 4;
         let cos = cos.to_vec();
         let through_cos = open_loop(rate, config.duration, max_in_flight, move |sequence| {
@@ -90,7 +66,7 @@ impl PacedLatency {
             }
         })
         .await;
-        let between = ServerCpu::take(processes);
+        let between = cpu_sample(processes);
         let handler = handler.to_vec();
         let direct = open_loop(rate, config.duration, max_in_flight, move |sequence| {
             let client = WriteSideHandlerServiceClient::new(
@@ -99,13 +75,13 @@ impl PacedLatency {
             direct_handler_round_trip(client)
         })
         .await;
-        let after = ServerCpu::take(processes);
+        let after = cpu_sample(processes);
         Self {
             rate,
             through_cos,
             direct,
-            cpu_through_cos: between.since(before),
-            cpu_direct: after.since(between),
+            cpu_through_cos: between.since(&before),
+            cpu_direct: after.since(&between),
         }
     }
 
