@@ -4,7 +4,7 @@
 
 use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
 use cos_integration::support::node::{Backend, TestNode, TestStore};
-use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+use cos_integration::support::script_handler::{RunningHandler, ScriptHandler, any_text, text_any};
 use cos_server::node::MAX_MESSAGE_BYTES;
 use tonic::Code;
 
@@ -15,11 +15,19 @@ fn command(entity_id: &str, script: &str) -> ProcessCommandRequest {
     }
 }
 
-async fn a_large_state_travels_intact(backend: Backend) -> anyhow::Result<()> {
+/// A node on a fresh store with the script handler; the store and handler live as long as the returned values.
+async fn start(
+    backend: Backend,
+) -> anyhow::Result<(TestStore, ScriptHandler, RunningHandler, TestNode)> {
     let store = TestStore::new(backend)?;
     let handler = ScriptHandler::default();
     let running = handler.serve().await?;
-    let mut node = TestNode::start(&store, running.address, &[]).await?;
+    let node = TestNode::start(&store, running.address, &[]).await?;
+    Ok((store, handler, running, node))
+}
+
+async fn a_large_state_travels_intact(backend: Backend) -> anyhow::Result<()> {
+    let (_store, _handler, _running, mut node) = start(backend).await?;
     // Two 400 KB events: the second command carries the first's state to the handler and back.
     let first = "a".repeat(400_000);
     let second = "b".repeat(400_000);
@@ -48,10 +56,7 @@ async fn a_large_state_travels_intact(backend: Backend) -> anyhow::Result<()> {
 async fn a_request_over_the_limit_is_refused_and_changes_nothing(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let mut node = TestNode::start(&store, running.address, &[]).await?;
+    let (_store, handler, _running, mut node) = start(backend).await?;
     let oversized = format!("emit:{}", "c".repeat(MAX_MESSAGE_BYTES + 1));
     let error = node
         .client
