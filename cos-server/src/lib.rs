@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod logging;
 pub mod memory;
 pub mod node;
+pub mod oversized;
 pub mod read_sides;
 pub mod readside_cli;
 pub mod readside_manager;

@@ -26,12 +26,13 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::ClusterAdminService;
 use crate::cluster::{ClusterError, ClusterNode};
 use crate::gateway::Gateway;
+use crate::oversized::oversized_requests_are_resource_exhausted;
 use crate::read_sides::{ReadSideStart, ReadSideStartError, start_read_sides};
 use crate::readside_manager::{ReadSideAdminService, ReadSideControl, ReadSideManager};
 use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 
-/// Largest request or response message the gateway accepts (bytes); a bigger request gets tonic's OUT_OF_RANGE
-/// naming its size and this limit (grpc-go and grpc-java answer RESOURCE_EXHAUSTED for the same).
+/// Largest request or response message the gateway accepts (bytes); a bigger request is refused with
+/// RESOURCE_EXHAUSTED naming its size and this limit, as grpc-java and grpc-go refuse it.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a leaving node waits for the coordinator to move its shards away.
@@ -246,6 +247,7 @@ impl RunningNode {
         let router_for_leave = router.clone();
         let server = tokio::spawn(async move {
             let serving = tonic::transport::Server::builder()
+                .layer(oversized_requests_are_resource_exhausted::<tonic::body::Body>())
                 .add_service(service)
                 .add_service(admin)
                 .add_optional_service(read_side_manager)

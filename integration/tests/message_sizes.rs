@@ -1,6 +1,6 @@
 //! Message sizes at the edges of the gateway and the handler client: a state far larger than any per-call
 //! buffer travels intact (client → CoS → handler → store → GetState), and a request over the gateway's limit is
-//! refused before anything runs, with tonic's status for it (OUT_OF_RANGE, naming the size and the limit).
+//! refused before anything runs with RESOURCE_EXHAUSTED (as grpc-java refuses it), naming the size and the limit.
 
 use cos_core::proto::chief_of_state::v1::{GetStateRequest, ProcessCommandRequest};
 use cos_integration::support::node::{Backend, TestNode, TestStore};
@@ -63,7 +63,7 @@ async fn a_request_over_the_limit_is_refused_and_changes_nothing(
         .process_command(command("big-2", &oversized))
         .await
         .expect_err("over the gateway's message limit");
-    assert_eq!(error.code(), Code::OutOfRange, "{error:?}");
+    assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
     assert!(
         error.message().contains(&MAX_MESSAGE_BYTES.to_string()),
         "the limit is named: {}",
