@@ -20,6 +20,9 @@ use crate::store::{
 };
 
 mod read_sides;
+mod write_gate;
+
+use write_gate::WriteGate;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -27,6 +30,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteJournal {
     pool: SqlitePool,
     compaction_guard: CompactionGuard,
+    /// Shared with every other handle on the same file: writes take turns instead of racing for the lock.
+    write_gate: WriteGate,
 }
 
 impl SqliteJournal {
@@ -38,7 +43,8 @@ impl SqliteJournal {
     /// A second handle on the same file for read-side workers: their offset writes do not wait for an
     /// fsync (`synchronous = NORMAL` in WAL mode survives a process crash; a power loss can only cost the
     /// last offsets, which means redelivery), so a busy read side does not hold the single write lock for an
-    /// fsync per turn. Journal writes and operators' changes keep the fully synchronous handle.
+    /// fsync per turn. Journal writes and operators' changes keep the fully synchronous handle. Writes of
+    /// both handles take turns in one queue (see `write_gate`).
     pub async fn open_for_read_sides(settings: &SqliteSettings) -> Result<Self, StoreError> {
         Self::open_with(settings, SqliteSynchronous::Normal, 8).await
     }
@@ -77,6 +83,7 @@ impl SqliteJournal {
         Ok(Self {
             pool,
             compaction_guard: CompactionGuard::default(),
+            write_gate: WriteGate::for_file(&file),
         })
     }
 }
@@ -232,6 +239,7 @@ impl Journal for SqliteJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
         let written_at = now_epoch_millis();
         let guard = self.compaction_guard.get();
+        let _turn = self.write_gate.turn().await;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         for request in requests {
             write_request(&mut transaction, request, written_at, guard.as_deref())
@@ -247,6 +255,7 @@ impl Journal for SqliteJournal {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let written_at = now_epoch_millis();
         let guard = self.compaction_guard.get();
+        let _turn = self.write_gate.turn().await;
         let mut transaction = self.pool.begin().await.map_err(store_error)?;
         let mut outcomes = Vec::with_capacity(requests.len());
         for request in requests {

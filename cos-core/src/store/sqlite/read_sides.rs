@@ -70,6 +70,7 @@ impl ReadSideStore for SqliteJournal {
         num_shards: u32,
         paused: bool,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_gate.turn().await;
         sqlx::query(
             "WITH RECURSIVE shards(shard) AS (SELECT 0 UNION ALL SELECT shard + 1 FROM shards WHERE shard + 1 < ?2) \
              INSERT INTO cos_read_side_positions (read_side_id, shard, paused, updated_at) \
@@ -94,6 +95,7 @@ impl ReadSideStore for SqliteJournal {
         expected_epoch: u64,
         offset: u64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_gate.turn().await;
         let moved = sqlx::query(
             "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at) \
              VALUES (?1, ?2, ?4, ?5) ON CONFLICT (read_side_id, shard) \
@@ -121,6 +123,7 @@ impl ReadSideStore for SqliteJournal {
         expected: Option<u64>,
         offset: u64,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_gate.turn().await;
         let moved = sqlx::query(
             "INSERT INTO cos_read_side_positions (read_side_id, shard, shard_offset, updated_at, epoch) \
              VALUES (?1, ?2, ?4, ?5, 1) ON CONFLICT (read_side_id, shard) \
@@ -146,6 +149,7 @@ impl ReadSideStore for SqliteJournal {
         shard: u32,
         paused: bool,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_gate.turn().await;
         sqlx::query(
             "INSERT INTO cos_read_side_positions (read_side_id, shard, paused, updated_at) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (read_side_id, shard) \
@@ -170,6 +174,7 @@ impl ReadSideStore for SqliteJournal {
         expected_epoch: u64,
         reason: &str,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_gate.turn().await;
         let stopped = sqlx::query(
             "UPDATE cos_read_side_positions SET stopped_reason = ?4, updated_at = ?5 \
              WHERE read_side_id = ?1 AND shard = ?2 AND shard_offset = ?3 AND epoch = ?6 \
@@ -200,5 +205,46 @@ impl ReadSideStore for SqliteJournal {
             latest.push((shard_from_row(shard)?, offset_from_row(offset)?));
         }
         Ok(latest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::settings::SqliteSettings;
+
+    /// The journal's handle and the read sides' handle queue their writes in one line: an offset write
+    /// waits while another writer of the file has its turn, and lands once that turn ends.
+    #[tokio::test]
+    async fn offset_writes_of_the_read_side_handle_wait_for_the_journal_handles_turn() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let settings = SqliteSettings {
+            data_dir: directory.path().to_path_buf(),
+        };
+        let journal = SqliteJournal::open(&settings)
+            .await
+            .expect("journal handle");
+        let read_sides = SqliteJournal::open_for_read_sides(&settings)
+            .await
+            .expect("read-side handle");
+        read_sides
+            .ensure_positions("orders", 1, false)
+            .await
+            .expect("positions");
+
+        let journal_turn = journal.write_gate.turn().await;
+        let mut offset_write = Box::pin(read_sides.advance_offset("orders", 0, 0, 0, 7));
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut offset_write).await;
+        assert!(
+            waited.is_err(),
+            "the offset write went ahead of the held turn"
+        );
+        drop(journal_turn);
+        let moved = offset_write.await.expect("offset write");
+        assert!(moved);
+        let position = journal.position("orders", 0).await.expect("position");
+        assert_eq!(position.offset, 7);
     }
 }
