@@ -254,10 +254,10 @@ async fn write_scenarios(
         },
     });
 
+    // Let the write phase's entities come to rest (2 s, plus a maintenance tick) before measuring latency
+    // or GetState, so that work belongs to neither phase.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     if is_postgres {
-        // Let the write phase's entities come to rest (2 s, plus a maintenance tick) before measuring
-        // latency, so that work belongs to neither phase.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         let half_peak = PacedLatency::measure(
             write.throughput() / 2.0,
             "paced",

@@ -39,7 +39,11 @@ pub(crate) fn cos_environment(
         ("COS_PORT".into(), port.to_string()),
         ("COS_WRITE_SIDE_HOST".into(), handler.ip().to_string()),
         ("COS_WRITE_SIDE_PORT".into(), handler.port().to_string()),
-        ("LOG_LEVEL".into(), "warn".into()),
+        // Quiet by default; a `LOG_LEVEL` given to the benchmark reaches the nodes, for diagnosis.
+        (
+            "LOG_LEVEL".into(),
+            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+        ),
         ("LOG_STYLE".into(), "SIMPLE".into()),
     ];
     environment.extend(store.iter().cloned());
