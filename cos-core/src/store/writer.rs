@@ -164,10 +164,18 @@ async fn commit_batch(journal: &dyn Journal, commits: &ShardCommits, batch: Vec<
     if requests.is_empty() {
         return;
     }
+    let started = Instant::now();
     let outcomes = match journal.append_batch(&requests).await {
         Ok(outcomes) => outcomes,
         Err(error) => vec![Err(error); requests.len()],
     };
+    // For attributing command latency: a commit stall shows as a long batch
+    // (`LOG_LEVEL=warn,cos_core::store::writer=debug`).
+    tracing::debug!(
+        requests = requests.len(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "journal batch committed"
+    );
     let mut shards: Vec<u32> = requests
         .iter()
         .zip(&outcomes)
