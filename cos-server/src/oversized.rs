@@ -1,6 +1,6 @@
 //! The status a client gets for a request over the gateway's message limit. tonic refuses it with
-//! OUT_OF_RANGE; grpc-java (the original's stack) and grpc-go answer RESOURCE_EXHAUSTED, which is what
-//! clients generated for the original retry on or report. This rewrites only that one refusal.
+//! OUT_OF_RANGE; the gRPC status-code guide, grpc-java and grpc-go use RESOURCE_EXHAUSTED for a message over
+//! the limit, which is what clients written for other gRPC servers handle. This rewrites only that refusal.
 
 use tonic::Status;
 use tonic::codegen::http::{HeaderValue, Response};
