@@ -8,6 +8,7 @@ use cos_core::proto::chief_of_state::v1::chief_of_state_service_client::ChiefOfS
 use cos_core::proto::chief_of_state::v1::write_side_handler_service_client::WriteSideHandlerServiceClient;
 use tonic::transport::Channel;
 
+use super::commit_probe::CommitProbe;
 use super::config::BenchConfig;
 use super::cpu::CpuSample;
 use super::load::{LoadResult, open_loop};
@@ -36,19 +37,22 @@ pub struct PacedLatency {
     pub rate: f64,
     pub through_cos: LoadResult,
     pub direct: LoadResult,
+    /// Bare single-row commits at the same rate, when the store is PostgreSQL: the disk's share.
+    pub bare_commit: Option<LoadResult>,
     cpu_through_cos: CpuSample,
     cpu_direct: CpuSample,
 }
 
 impl PacedLatency {
     /// Paces `rate` commands per second through `cos` over 1 000 entities named `{prefix}-N`, then the same
-    /// rate of direct round trips on `handler`.
+    /// rate of direct round trips on `handler`, then (given a probe) the same rate of bare commits.
     pub async fn measure(
         rate: f64,
         prefix: &'static str,
         cos: &[Channel],
         handler: &[Channel],
         processes: PacedProcesses,
+        probe: Option<&CommitProbe>,
         config: &BenchConfig,
     ) -> Self {
         let rate = rate.max(1.0);
@@ -76,10 +80,15 @@ impl PacedLatency {
         })
         .await;
         let after = cpu_sample(processes);
+        let bare_commit = match probe {
+            Some(probe) => Some(probe.paced(rate, config.duration, max_in_flight).await),
+            None => None,
+        };
         Self {
             rate,
             through_cos,
             direct,
+            bare_commit,
             cpu_through_cos: between.since(&before),
             cpu_direct: after.since(&between),
         }
@@ -95,9 +104,20 @@ impl PacedLatency {
             |cpu: Duration, operations: u64| cpu.as_secs_f64() * 1e6 / operations.max(1) as f64;
         let commands = self.through_cos.operations;
         let round_trips = self.direct.operations;
+        let bare_commit = self
+            .bare_commit
+            .as_ref()
+            .map(|commits| {
+                format!(
+                    "; a bare one-row commit at the same rate: p50 {} p99 {}",
+                    millis(commits.percentile(0.5)),
+                    millis(commits.percentile(0.99))
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "{}; direct handler at the same rate: p50 {} p99 {}; CPU per command: CoS {:.0} µs, handler {:.0} µs, \
-             PostgreSQL {:.0} µs; per direct round trip: handler {:.0} µs",
+            "{}; direct handler at the same rate: p50 {} p99 {}{bare_commit}; CPU per command: CoS {:.0} µs, \
+             handler {:.0} µs, PostgreSQL {:.0} µs; per direct round trip: handler {:.0} µs",
             describe(&self.through_cos),
             millis(self.direct.percentile(0.5)),
             millis(self.direct.percentile(0.99)),

@@ -2,6 +2,7 @@
 //! handler, load generation, child processes, and the report. Figures are ratios against baselines measured in the same run.
 
 pub mod cluster;
+pub mod commit_probe;
 pub mod config;
 pub mod counter_handler;
 pub mod cpu;

@@ -11,6 +11,7 @@ use cos_core::proto::chief_of_state::v1::{
 };
 use tonic::transport::Channel;
 
+use super::commit_probe::CommitProbe;
 pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
 use super::latency::{LOW_RATE_PER_SECOND, PacedLatency, PacedProcesses};
@@ -257,13 +258,15 @@ async fn write_scenarios(
     // Let the write phase's entities come to rest (2 s, plus a maintenance tick) before measuring latency
     // or GetState, so that work belongs to neither phase.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    if is_postgres {
+    if let Some(settings) = store.postgres_settings() {
+        let probe = CommitProbe::open(settings).await?;
         let half_peak = PacedLatency::measure(
             write.throughput() / 2.0,
             "paced",
             &cos_channels,
             handler_channels,
             processes,
+            Some(&probe),
             config,
         )
         .await;
@@ -274,10 +277,12 @@ async fn write_scenarios(
             &cos_channels,
             handler_channels,
             processes,
+            Some(&probe),
             config,
         )
         .await;
         rows.push(low_rate.low_rate_row(store.name));
+        probe.close().await;
     }
 
     let get_state = get_state_load(&cos_channels, config).await;

@@ -132,6 +132,11 @@ impl BenchStore {
         })
     }
 
+    /// The PostgreSQL settings of this store, if it is PostgreSQL.
+    pub(crate) fn postgres_settings(&self) -> Option<&PostgresSettings> {
+        self.postgres.as_ref()
+    }
+
     pub(crate) async fn open(&self) -> anyhow::Result<Arc<dyn Journal>> {
         if let Some(settings) = &self.postgres {
             return Ok(Arc::new(PostgresJournal::connect(settings).await?));
