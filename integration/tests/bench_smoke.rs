@@ -46,5 +46,14 @@ fn the_quick_benchmark_runs_every_scenario_and_prints_a_table() -> anyhow::Resul
             "row without a figure: {row}"
         );
     }
+    for latency_row in stdout
+        .lines()
+        .filter(|line| line.contains("write latency at"))
+    {
+        assert!(
+            latency_row.contains("a bare one-row commit at the same rate: p50"),
+            "latency row without its commit floor: {latency_row}"
+        );
+    }
     Ok(())
 }
