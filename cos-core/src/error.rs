@@ -41,6 +41,9 @@ pub enum CommandError {
     /// The command may or may not have been committed (reply lost): reported as UNAVAILABLE, never as success.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The command's result would not fit in a reply (RESOURCE_EXHAUSTED); nothing was persisted.
+    #[error("{0}")]
+    TooLarge(String),
     /// A bug or corrupt stored data (INTERNAL).
     #[error("{0}")]
     Internal(String),
@@ -76,6 +79,7 @@ impl CommandError {
             | Self::NotHostedHere(_) => Code::Unavailable,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::WriterConflict { .. } => Code::Aborted,
+            Self::TooLarge(_) => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod limits;
 pub mod proto;
 pub mod readside;
 pub mod settings;

@@ -32,8 +32,9 @@ use crate::readside_manager::{ReadSideAdminService, ReadSideControl, ReadSideMan
 use cos_core::proto::internal::cluster_admin_server::ClusterAdminServer;
 
 /// Largest request or response message the gateway accepts (bytes); a bigger request is refused with
-/// RESOURCE_EXHAUSTED naming its size and this limit, as grpc-java and grpc-go refuse it.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// RESOURCE_EXHAUSTED naming its size and this limit, as grpc-java and grpc-go refuse it. Entities refuse a
+/// command whose reply would exceed it before anything is persisted.
+pub use cos_core::limits::MAX_MESSAGE_BYTES;
 
 /// How long a leaving node waits for the coordinator to move its shards away.
 const HAND_OFF_LIMIT: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use cos_core::domain::{is_empty_any, revision_of};
 use cos_core::error::CommandError;
+use cos_core::limits::{MAX_MESSAGE_BYTES, state_reply_len};
 use cos_core::proto::chief_of_state::v1::{
     EventWrapper, HandleCommandRequest, HandleEventRequest, MetaData, StateWrapper,
 };
@@ -65,6 +66,22 @@ impl PreparedEvents {
                 meta: wrapper.meta.clone(),
             },
         ))
+    }
+
+    /// Refuses a result whose reply (the final state and its meta) would exceed the message limit: it could
+    /// not be sent back, and once stored the entity could no longer be read.
+    fn check_reply_fits(&self) -> Result<(), CommandError> {
+        let Some(last) = self.wrappers.last() else {
+            return Ok(());
+        };
+        let reply_len = state_reply_len(last.resulting_state.as_ref(), last.meta.as_ref());
+        if reply_len > MAX_MESSAGE_BYTES {
+            return Err(CommandError::TooLarge(format!(
+                "the resulting state makes a reply of {reply_len} bytes, over the {MAX_MESSAGE_BYTES}-byte \
+                 message limit; nothing was persisted"
+            )));
+        }
+        Ok(())
     }
 
     /// The state after the last event.
@@ -174,5 +191,7 @@ pub async fn run_command(
             meta: Some(meta),
         });
     }
-    Ok(CommandOutcome::Events(PreparedEvents { wrappers }))
+    let prepared = PreparedEvents { wrappers };
+    prepared.check_reply_fits()?;
+    Ok(CommandOutcome::Events(prepared))
 }

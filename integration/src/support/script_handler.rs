@@ -246,6 +246,13 @@ impl WriteSideHandlerService for ScriptHandler {
         if let Some(millis) = event.strip_prefix("!slow-") {
             tokio::time::sleep(Duration::from_millis(millis.parse().unwrap_or(0))).await;
         }
+        if let Some(length) = event.strip_prefix("!state-of-") {
+            // A state of exactly this many characters, whatever came before: for the message-size limits.
+            let length = length.parse().unwrap_or(0);
+            return Ok(Response::new(HandleEventResponse {
+                resulting_state: Some(text_any(&"s".repeat(length))),
+            }));
+        }
         let resulting = if prior_state.is_empty() {
             event
         } else {
