@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cos_core::domain::{EntityId, EntityKey};
@@ -51,6 +52,8 @@ pub struct ShardArguments {
 struct LiveEntity {
     actor: ActorRef<EntityMessage>,
     last_used: Instant,
+    /// Requests sent to the actor and not yet taken by it (it lets queued commands share a write).
+    queued: Arc<AtomicUsize>,
 }
 
 /// An entity without an actor whose state the shard keeps for its next request.
@@ -184,10 +187,10 @@ impl ShardState {
             envelope.answer(state_reply(&resting.state));
             return;
         }
-        let actor = match self.live.get_mut(&entity_id) {
+        let (actor, queued) = match self.live.get_mut(&entity_id) {
             Some(live) => {
                 live.last_used = Instant::now();
-                live.actor.clone()
+                (live.actor.clone(), live.queued.clone())
             }
             None => {
                 let resumed = self.resting.remove(&entity_id).map(|resting| resting.state);
@@ -206,9 +209,11 @@ impl ShardState {
         self.recency.touch(&entity_id);
         // A failed send means the entity is stopping or gone: keep the request for its next incarnation, which
         // starts once the termination event arrives.
+        queued.fetch_add(1, Ordering::Relaxed);
         if let Err(ractor::MessagingErr::SendErr(EntityMessage::Request(envelope))) =
             actor.cast(EntityMessage::Request(envelope))
         {
+            queued.fetch_sub(1, Ordering::Relaxed);
             self.live.remove(&entity_id);
             self.recency.remove(&entity_id);
             self.stopping
@@ -226,7 +231,8 @@ impl ShardState {
         myself: &ActorRef<ShardMessage>,
         entity_id: &EntityId,
         resumed: Option<StateWrapper>,
-    ) -> Result<ActorRef<EntityMessage>, CommandError> {
+    ) -> Result<(ActorRef<EntityMessage>, Arc<AtomicUsize>), CommandError> {
+        let queued = Arc::new(AtomicUsize::new(0));
         let arguments = EntityArguments {
             key: EntityKey {
                 entity_type: self.runtime.settings.name.clone(),
@@ -237,6 +243,7 @@ impl ShardState {
             runtime: self.runtime.clone(),
             resumed,
             census: self.budget.census().clone(),
+            queued: queued.clone(),
         };
         let (actor, _join) = Actor::spawn_linked(None, EntityActor, arguments, myself.get_cell())
             .await
@@ -247,9 +254,10 @@ impl ShardState {
             LiveEntity {
                 actor: actor.clone(),
                 last_used: Instant::now(),
+                queued: queued.clone(),
             },
         );
-        Ok(actor)
+        Ok((actor, queued))
     }
 
     /// Takes an entity out of memory: a resting one at once, a live one once it has answered what is already

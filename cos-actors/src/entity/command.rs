@@ -84,6 +84,37 @@ impl PreparedEvents {
         Ok(())
     }
 
+    /// Adds the events of the next command, which ran on the state these produced.
+    pub fn extend(&mut self, next: PreparedEvents) {
+        self.wrappers.extend(next.wrappers);
+    }
+
+    /// How many events there are.
+    pub fn len(&self) -> usize {
+        self.wrappers.len()
+    }
+
+    /// Always false: a command without events is [`CommandOutcome::NoOp`].
+    pub fn is_empty(&self) -> bool {
+        self.wrappers.is_empty()
+    }
+
+    /// The bytes these events take in the journal.
+    pub fn encoded_len(&self) -> usize {
+        self.wrappers.iter().map(Message::encoded_len).sum()
+    }
+
+    /// The state after the event at `index` (a copy).
+    pub fn state_after(&self, index: usize) -> StateWrapper {
+        self.wrappers
+            .get(index)
+            .map(|wrapper| StateWrapper {
+                state: wrapper.resulting_state.clone(),
+                meta: wrapper.meta.clone(),
+            })
+            .unwrap_or_default()
+    }
+
     /// The state after the last event.
     pub fn into_final_state(self) -> StateWrapper {
         match self.wrappers.into_iter().last() {

@@ -1,25 +1,33 @@
 //! The entity actor: one per live entity id, processing its requests strictly one at a time. It recovers
 //! lazily (on its first request) from the store without calling the write handler, runs commands through
 //! the handler under the command's deadline, and persists all events of a command atomically.
+//!
+//! While a write is in flight and more requests are queued, the entity keeps taking them from its mailbox
+//! (without answering) so that the queued commands can share the next write (see [`batch`]).
 
+mod batch;
 mod command;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cos_core::domain::{EntityKey, initial_state, revision_of};
 use cos_core::error::CommandError;
 use cos_core::proto::chief_of_state::v1::StateWrapper;
-use cos_core::store::{AppendRequest, StoreError};
+use cos_core::store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::census::{CountedActor, EntityCensus};
 use crate::envelope::{EntityEnvelope, EntityRequest, EntityResult};
 use crate::runtime::EntityTypeRuntime;
 use crate::shard::ShardMessage;
+use batch::{PendingWrite, Reply};
 
 pub use command::{CommandOutcome, PreparedEvents};
 
@@ -38,6 +46,8 @@ pub enum EntityMessage {
     /// Like [`EntityMessage::Passivate`], but first hand the recovered state to the shard, which keeps it so
     /// that the next request needs no store read (sent by the shard when the entity has been idle a while).
     Rest(oneshot::Sender<StateWrapper>),
+    /// The write in flight has finished (sent by the task that awaited it).
+    WriteSettled,
 }
 
 /// Arguments to start an entity.
@@ -51,6 +61,8 @@ pub struct EntityArguments {
     pub resumed: Option<StateWrapper>,
     /// The node's census, which counts this actor while it lives.
     pub census: Arc<EntityCensus>,
+    /// Requests the shard has sent that this entity has not taken yet (the shard adds, the entity takes away).
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// The in-memory state of an entity actor.
@@ -61,20 +73,23 @@ pub struct EntityState {
     runtime: Arc<EntityTypeRuntime>,
     /// `None` until recovered, and again after a failed write (to re-read the truth from the store).
     current: Option<StateWrapper>,
+    /// Requests sent by the shard and not taken yet: when some are, a write does not block the mailbox.
+    queued: Arc<AtomicUsize>,
+    /// What arrived while a write was in flight, in arrival order; run once it settles.
+    waiting: VecDeque<EntityMessage>,
+    /// The write in flight, if any.
+    in_flight: Option<WriteInFlight>,
     _counted: CountedActor,
+}
+
+/// A write the entity does not wait for in its handler, and the answers it holds.
+struct WriteInFlight {
+    pending: PendingWrite,
+    task: JoinHandle<Result<(), StoreError>>,
 }
 
 /// The entity actor.
 pub struct EntityActor;
-
-/// The caller's reply channel; a caller that already gave up is not an error.
-struct Reply(oneshot::Sender<EntityResult>);
-
-impl Reply {
-    fn send(self, result: EntityResult) {
-        let _caller_gone = self.0.send(result);
-    }
-}
 
 impl Actor for EntityActor {
     type Msg = EntityMessage;
@@ -92,6 +107,9 @@ impl Actor for EntityActor {
             shard_actor: arguments.shard_actor,
             runtime: arguments.runtime,
             current: arguments.resumed,
+            queued: arguments.queued,
+            waiting: VecDeque::new(),
+            in_flight: None,
             _counted: CountedActor::new(arguments.census),
         })
     }
@@ -102,20 +120,39 @@ impl Actor for EntityActor {
         message: EntityMessage,
         state: &mut EntityState,
     ) -> Result<(), ActorProcessingErr> {
+        if let EntityMessage::Request(_) = &message {
+            state.queued.fetch_sub(1, Ordering::Relaxed);
+        }
         match message {
+            EntityMessage::WriteSettled => {
+                state.settle_in_flight().await;
+                // Boxed, like a request below: it runs commands.
+                Box::pin(state.run_waiting(Some(&myself))).await;
+            }
+            message if state.in_flight.is_some() => state.waiting.push_back(message),
             EntityMessage::Passivate => myself.stop(Some("passivated".to_string())),
             EntityMessage::Rest(hand_over) => {
-                // Nothing to hand over when the state was never read or must be re-read (after a failed
-                // write): the entity then simply leaves memory.
-                if let Some(current) = state.current.take() {
-                    let _shard_gone = hand_over.send(current);
-                }
+                state.hand_over(hand_over);
                 myself.stop(Some("resting".to_string()));
             }
             // Boxed so that the actor's task, which lives as long as the entity, does not reserve room for
             // the largest state of a command (handler calls included) while the entity sits idle.
-            EntityMessage::Request(envelope) => Box::pin(state.handle_request(*envelope)).await,
+            EntityMessage::Request(envelope) => {
+                Box::pin(state.run_requests(*envelope, Some(&myself))).await;
+            }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut EntityState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopped from outside (the shard draining) with a write in flight or requests taken but not run:
+        // finish them as if the entity had waited for each write, so every accepted request is answered.
+        state.settle_in_flight().await;
+        Box::pin(state.run_waiting(None)).await;
         Ok(())
     }
 }
@@ -137,8 +174,70 @@ fn handler_deadline(deadline: Instant) -> Instant {
 }
 
 impl EntityState {
-    /// Answers one request.
-    async fn handle_request(&mut self, envelope: EntityEnvelope) {
+    /// Runs a request, and with it the requests already waiting that can share its write.
+    async fn run_requests(
+        &mut self,
+        first: EntityEnvelope,
+        myself: Option<&ActorRef<EntityMessage>>,
+    ) {
+        let mut pending = PendingWrite::default();
+        self.run_request(first, &mut pending).await;
+        while !pending.is_full() {
+            let joins = match self.waiting.front() {
+                Some(EntityMessage::Request(next)) => {
+                    // A read after a command waits for the write, so that it only ever sees stored states.
+                    !(pending.has_events() && matches!(next.request, EntityRequest::GetState))
+                }
+                _ => false,
+            };
+            if !joins {
+                break;
+            }
+            let Some(EntityMessage::Request(next)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.run_request(*next, &mut pending).await;
+        }
+        self.write(pending, myself).await;
+    }
+
+    /// Runs what arrived while a write was in flight, until a write is in flight again or nothing is left.
+    /// Without `myself` (the actor is stopping) every write is awaited here and stop requests only hand over.
+    async fn run_waiting(&mut self, myself: Option<&ActorRef<EntityMessage>>) {
+        while self.in_flight.is_none() {
+            match self.waiting.pop_front() {
+                None => break,
+                Some(EntityMessage::Request(envelope)) => {
+                    self.run_requests(*envelope, myself).await;
+                }
+                Some(EntityMessage::Passivate) => {
+                    if let Some(myself) = myself {
+                        myself.stop(Some("passivated".to_string()));
+                        break;
+                    }
+                }
+                Some(EntityMessage::Rest(hand_over)) => {
+                    self.hand_over(hand_over);
+                    if let Some(myself) = myself {
+                        myself.stop(Some("resting".to_string()));
+                        break;
+                    }
+                }
+                Some(EntityMessage::WriteSettled) => {}
+            }
+        }
+    }
+
+    /// Hands the state to the shard, which keeps it while the entity rests. Nothing is handed over when the
+    /// state was never read or must be re-read (after a failed write): the entity then simply leaves memory.
+    fn hand_over(&mut self, hand_over: oneshot::Sender<StateWrapper>) {
+        if let Some(current) = self.current.take() {
+            let _shard_gone = hand_over.send(current);
+        }
+    }
+
+    /// Runs one request: answers it, or adds its events (and answer) to `pending`.
+    async fn run_request(&mut self, envelope: EntityEnvelope, pending: &mut PendingWrite) {
         let EntityEnvelope {
             request,
             deadline,
@@ -153,19 +252,23 @@ impl EntityState {
             )));
             return;
         }
-        if let Err(error) = self.ensure_recovered().await {
+        let chained = pending.chained_state();
+        if chained.is_none()
+            && let Err(error) = self.ensure_recovered().await
+        {
             reply.send(Err(error));
             return;
         }
-        let Some(current) = self.current.as_ref() else {
+        let Some(prior) = chained.as_ref().or(self.current.as_ref()) else {
             reply.send(Err(CommandError::Internal(
                 "entity state missing after recovery".into(),
             )));
             return;
         };
         let command = match request {
+            // Only ever first in a write (see `run_requests`): the state is the stored one.
             EntityRequest::GetState => {
-                reply.send(state_reply(current));
+                reply.send(state_reply(prior));
                 return;
             }
             EntityRequest::ProcessCommand(command) => command,
@@ -173,30 +276,22 @@ impl EntityState {
         let handler_deadline = handler_deadline(deadline);
         let outcome = tokio::time::timeout_at(
             handler_deadline,
-            command::run_command(&self.runtime, current, command, handler_deadline),
+            command::run_command(&self.runtime, prior, command, handler_deadline),
         )
         .await;
-        let expected_revision = revision_of(current);
-        let events = match outcome {
-            Err(_elapsed) => {
-                reply.send(Err(CommandError::DeadlineExceeded(
-                    "command not finished within its deadline; it was abandoned and nothing was persisted"
-                        .to_string(),
-                )));
+        let answer = match outcome {
+            Err(_elapsed) => Err(CommandError::DeadlineExceeded(
+                "command not finished within its deadline; it was abandoned and nothing was persisted"
+                    .to_string(),
+            )),
+            Ok(Err(error)) => Err(error),
+            Ok(Ok(CommandOutcome::NoOp)) => Ok(prior.clone()),
+            Ok(Ok(CommandOutcome::Events(events))) => {
+                pending.add_events(reply, revision_of(prior), events, deadline);
                 return;
             }
-            Ok(Err(error)) => {
-                reply.send(Err(error));
-                return;
-            }
-            Ok(Ok(CommandOutcome::NoOp)) => {
-                reply.send(Ok(current.clone()));
-                return;
-            }
-            Ok(Ok(CommandOutcome::Events(events))) => events,
         };
-        self.persist(reply, expected_revision, events, deadline)
-            .await;
+        pending.answer(reply, answer);
     }
 
     async fn ensure_recovered(&mut self) -> Result<(), CommandError> {
@@ -226,57 +321,86 @@ impl EntityState {
         Ok(())
     }
 
-    async fn persist(
-        &mut self,
-        reply: Reply,
-        expected_revision: u32,
-        events: PreparedEvents,
-        deadline: Instant,
-    ) {
-        let request = AppendRequest {
-            key: self.key.clone(),
-            expected_revision,
-            shard: self.shard,
-            snapshot: events.snapshot(&self.runtime.settings.snapshots),
-            events: events.encoded(),
+    /// Writes the pending events. With requests queued behind them (and an actor to tell), the write runs
+    /// in its own task so that they can be taken meanwhile and share the next write; otherwise it is awaited
+    /// here, which costs no extra task.
+    async fn write(&mut self, pending: PendingWrite, myself: Option<&ActorRef<EntityMessage>>) {
+        let Some((request, deadline)) =
+            pending.append_request(&self.key, self.shard, &self.runtime.settings.snapshots)
+        else {
+            return;
         };
-        match self.runtime.writer.append(request, Some(deadline)).await {
+        let queued = self.queued.load(Ordering::Relaxed) > 0 || !self.waiting.is_empty();
+        match myself {
+            Some(myself) if queued => {
+                let writer = self.runtime.writer.clone();
+                let entity = myself.clone();
+                let task = tokio::spawn(async move {
+                    let outcome = writer.append(request, Some(deadline)).await;
+                    // A stopping entity takes the outcome from this task in its post_stop instead.
+                    let _entity_stopping = entity.cast(EntityMessage::WriteSettled);
+                    outcome
+                });
+                self.in_flight = Some(WriteInFlight { pending, task });
+            }
+            _ => {
+                let outcome = self.runtime.writer.append(request, Some(deadline)).await;
+                self.settle(pending, outcome);
+            }
+        }
+    }
+
+    /// Takes the outcome of the write in flight, if any, and answers its commands.
+    async fn settle_in_flight(&mut self) {
+        let Some(WriteInFlight { pending, task }) = self.in_flight.take() else {
+            return;
+        };
+        let outcome = task.await.unwrap_or_else(|error| {
+            Err(StoreError::Unavailable(format!(
+                "the write's task ended without an outcome: {error}"
+            )))
+        });
+        self.settle(pending, outcome);
+    }
+
+    /// Answers the commands of a write with its outcome.
+    fn settle(&mut self, pending: PendingWrite, outcome: Result<(), StoreError>) {
+        let expected_revision = pending.expected_revision();
+        let error = match outcome {
             Ok(()) => {
-                let final_state = events.into_final_state();
-                reply.send(Ok(final_state.clone()));
-                self.current = Some(final_state);
+                if let Some(final_state) = pending.committed() {
+                    self.current = Some(final_state);
+                }
+                return;
             }
-            Err(StoreError::Expired) => {
-                reply.send(Err(CommandError::DeadlineExceeded(
-                    "the deadline passed before the command's events could be written; nothing was persisted"
-                        .to_string(),
-                )));
-            }
+            Err(StoreError::Expired) => CommandError::DeadlineExceeded(
+                "the deadline passed before the command's events could be written; nothing was persisted"
+                    .to_string(),
+            ),
             Err(StoreError::Conflict(reason)) => {
                 tracing::error!(entity = %self.key, expected_revision, %reason,
                     "another writer moved this entity; replacing this instance");
                 self.current = None;
-                reply.send(Err(CommandError::WriterConflict {
-                    key: self.key.clone(),
-                    revision: expected_revision + 1,
-                }));
                 // The shard stops this instance the ordered way: requests already queued here are answered
                 // first (after re-reading the store), later ones go to the next incarnation.
                 let _shard_gone = self
                     .shard_actor
                     .cast(ShardMessage::Replace(self.key.entity_id.clone()));
+                CommandError::WriterConflict {
+                    key: self.key.clone(),
+                    revision: expected_revision + 1,
+                }
             }
-            Err(StoreError::Rejected(reason)) => {
-                reply.send(Err(CommandError::InvalidArgument(format!(
-                    "the journal refused the command's data: {reason}"
-                ))));
-            }
+            Err(StoreError::Rejected(reason)) => CommandError::InvalidArgument(format!(
+                "the journal refused the command's data: {reason}"
+            )),
             Err(error) => {
                 // A failed commit normally wrote nothing; re-read the store before the next command so that
                 // an acknowledged-but-lost commit cannot be overwritten either.
                 self.current = None;
-                reply.send(Err(CommandError::StoreUnavailable(error.to_string())));
+                CommandError::StoreUnavailable(error.to_string())
             }
-        }
+        };
+        pending.failed(&error);
     }
 }

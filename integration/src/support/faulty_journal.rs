@@ -15,6 +15,8 @@ pub struct FaultyJournal {
     inner: Arc<dyn Journal>,
     append_delay_millis: AtomicU64,
     failing_appends: AtomicUsize,
+    /// The 1-based number of the one append call that fails (0: none).
+    failing_call: AtomicUsize,
     append_calls: AtomicUsize,
     newest_event_reads: AtomicUsize,
 }
@@ -25,6 +27,7 @@ impl FaultyJournal {
             inner,
             append_delay_millis: AtomicU64::new(0),
             failing_appends: AtomicUsize::new(0),
+            failing_call: AtomicUsize::new(0),
             append_calls: AtomicUsize::new(0),
             newest_event_reads: AtomicUsize::new(0),
         }
@@ -41,6 +44,12 @@ impl FaultyJournal {
         self.failing_appends.store(count, Ordering::SeqCst);
     }
 
+    /// The append call with this number (counting from 1 since the journal was made) fails as if the
+    /// database were unreachable; the others are unaffected.
+    pub fn fail_append_number(&self, number: usize) {
+        self.failing_call.store(number, Ordering::SeqCst);
+    }
+
     /// How many append calls (each one transaction or statement) reached this journal.
     pub fn append_calls(&self) -> usize {
         self.append_calls.load(Ordering::SeqCst)
@@ -52,7 +61,7 @@ impl FaultyJournal {
     }
 
     async fn before_append(&self) -> Result<(), StoreError> {
-        self.append_calls.fetch_add(1, Ordering::SeqCst);
+        let number = self.append_calls.fetch_add(1, Ordering::SeqCst) + 1;
         let delay = self.append_delay_millis.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -62,7 +71,7 @@ impl FaultyJournal {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
                     left.checked_sub(1)
                 });
-        if failing.is_ok() {
+        if failing.is_ok() || number == self.failing_call.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "injected fault: connection reset".to_string(),
             ));
