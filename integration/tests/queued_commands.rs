@@ -177,7 +177,65 @@ async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_
     node.stop().await
 }
 
+async fn a_slow_command_joining_a_write_does_not_make_an_earlier_one_miss_its_deadline(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let (_store, handler, _running, _faulty, node) = faulty_node(backend).await?;
+    let first = {
+        let mut client = node.client.clone();
+        tokio::spawn(async move { client.process_command(command("late", "sleep:300:x")).await })
+    };
+    assert!(wait_until(Duration::from_secs(5), || !handler.commands().is_empty()).await);
+    // Queued behind the first: a command due in a second, then a slow one with plenty of time.
+    let mut due = tonic::Request::new(command("late", "emit:a"));
+    due.set_timeout(Duration::from_millis(1_000));
+    let due = {
+        let mut client = node.client.clone();
+        tokio::spawn(async move { client.process_command(due).await })
+    };
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let slow = {
+        let mut client = node.client.clone();
+        tokio::spawn(async move {
+            client
+                .process_command(command("late", "sleep:1500:b"))
+                .await
+        })
+    };
+
+    assert_eq!(
+        first
+            .await??
+            .into_inner()
+            .meta
+            .map(|meta| meta.revision_number),
+        Some(1)
+    );
+    // Had the slow command been allowed to finish before the shared write, that write would have started
+    // after the due command's deadline and both would have failed.
+    let due = due
+        .await?
+        .map_err(|status| anyhow::anyhow!("due command: {status:?}"))?;
+    assert_eq!(any_text(due.into_inner().state.as_ref()), "x|a");
+    let slow = slow.await??.into_inner();
+    assert_eq!(slow.meta.map(|meta| meta.revision_number), Some(3));
+    assert_eq!(any_text(slow.state.as_ref()), "x|a|b");
+    let slow_calls: Vec<String> = handler
+        .commands()
+        .into_iter()
+        .filter(|command| command.script == "sleep:1500:b")
+        .map(|command| command.prior_state)
+        .collect();
+    assert_eq!(
+        slow_calls,
+        ["x|a", "x|a"],
+        "cut short while joining a's write, then run again once a was stored"
+    );
+    node.stop().await
+}
+
 cos_integration::on_both_stores!(
     commands_queued_behind_a_write_share_the_next_one_and_keep_their_order,
     a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_states,
+    a_slow_command_joining_a_write_does_not_make_an_earlier_one_miss_its_deadline,
 );

@@ -50,6 +50,9 @@ pub(super) struct PendingWrite {
     held: Vec<(Reply, Held)>,
     /// The earliest deadline of the commands with events: the write is withdrawn if still queued then.
     deadline: Option<Instant>,
+    /// The earliest time by which the handler phase of one of them had to end: the write must start by then
+    /// to keep the reserve for the write that a single command has.
+    write_by: Option<Instant>,
     event_bytes: usize,
 }
 
@@ -77,6 +80,7 @@ impl PendingWrite {
         prior_revision: u32,
         events: PreparedEvents,
         deadline: Instant,
+        handler_deadline: Instant,
     ) {
         self.event_bytes += events.encoded_len();
         let all = match self.events.take() {
@@ -92,10 +96,13 @@ impl PendingWrite {
         let last_event = all.len().saturating_sub(1);
         self.events = Some(all);
         self.held.push((reply, Held::Committed { last_event }));
-        self.deadline = Some(
-            self.deadline
-                .map_or(deadline, |earliest| earliest.min(deadline)),
-        );
+        self.deadline = Some(earliest(self.deadline, deadline));
+        self.write_by = Some(earliest(self.write_by, handler_deadline));
+    }
+
+    /// When the write must start, once a command has events: no command may still be running then.
+    pub(super) fn write_by(&self) -> Option<Instant> {
+        self.write_by
     }
 
     /// Holds the answer of a command that wrote nothing but ran on a state this write is making; answers at
@@ -150,4 +157,8 @@ impl PendingWrite {
             reply.send(Err(error.clone()));
         }
     }
+}
+
+fn earliest(known: Option<Instant>, candidate: Instant) -> Instant {
+    known.map_or(candidate, |known| known.min(candidate))
 }

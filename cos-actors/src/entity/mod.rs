@@ -182,7 +182,13 @@ impl EntityState {
     ) {
         let mut pending = PendingWrite::default();
         self.run_request(first, &mut pending).await;
-        while !pending.is_full() {
+        // Stop taking commands once the first write-by time has come: the write must still be queued before
+        // the earliest deadline in it, with the reserve a single command would have.
+        while !pending.is_full()
+            && pending
+                .write_by()
+                .is_none_or(|write_by| Instant::now() < write_by)
+        {
             let joins = match self.waiting.front() {
                 Some(EntityMessage::Request(next)) => {
                     // A read after a command waits for the write, so that it only ever sees stored states.
@@ -239,10 +245,12 @@ impl EntityState {
     /// Runs one request: answers it, or adds its events (and answer) to `pending`.
     async fn run_request(&mut self, envelope: EntityEnvelope, pending: &mut PendingWrite) {
         let EntityEnvelope {
+            entity_id,
             request,
             deadline,
+            from_remote,
+            reroutes,
             reply,
-            ..
         } = envelope;
         let reply = Reply(reply);
         if Instant::now() >= deadline {
@@ -273,13 +281,34 @@ impl EntityState {
             }
             EntityRequest::ProcessCommand(command) => command,
         };
-        let handler_deadline = handler_deadline(deadline);
+        // A command joining a write must finish by that write's write-by time, not only by its own deadline.
+        let own_handler_deadline = handler_deadline(deadline);
+        let (handler_deadline, joined_copy) = match pending.write_by() {
+            Some(write_by) if write_by < own_handler_deadline => (write_by, Some(command.clone())),
+            _ => (own_handler_deadline, None),
+        };
         let outcome = tokio::time::timeout_at(
             handler_deadline,
             command::run_command(&self.runtime, prior, command, handler_deadline),
         )
         .await;
+        // Out of time because of the write it joined (its own deadline is later): the handler call itself may
+        // have timed out first, or the pipeline as a whole.
+        let cut_short = matches!(outcome, Err(_) | Ok(Err(CommandError::DeadlineExceeded(_))));
         let answer = match outcome {
+            // Cut short for the commands before it, not by its own deadline: it runs again after their write
+            // (nothing of this call is used).
+            _ if cut_short && let Some(command) = joined_copy => {
+                self.waiting.push_front(EntityMessage::Request(Box::new(EntityEnvelope {
+                    entity_id,
+                    request: EntityRequest::ProcessCommand(command),
+                    deadline,
+                    from_remote,
+                    reroutes,
+                    reply: reply.0,
+                })));
+                return;
+            }
             Err(_elapsed) => Err(CommandError::DeadlineExceeded(
                 "command not finished within its deadline; it was abandoned and nothing was persisted"
                     .to_string(),
@@ -287,7 +316,7 @@ impl EntityState {
             Ok(Err(error)) => Err(error),
             Ok(Ok(CommandOutcome::NoOp)) => Ok(prior.clone()),
             Ok(Ok(CommandOutcome::Events(events))) => {
-                pending.add_events(reply, revision_of(prior), events, deadline);
+                pending.add_events(reply, revision_of(prior), events, deadline, handler_deadline);
                 return;
             }
         };

@@ -1,5 +1,6 @@
 //! Group commit: appends from many entities share one transaction, so throughput is not one fsync per
-//! command. Per-entity order stays strict because an entity awaits its append before its next command.
+//! command. Per-entity order stays strict because an entity never has two appends in flight: its next
+//! commands wait for (or share) the append after the one in flight settles.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
