@@ -78,7 +78,8 @@ pub struct EntityState {
     /// What arrived while a write was in flight, in arrival order; run once it settles.
     waiting: VecDeque<EntityMessage>,
     /// The write in flight, if any.
-    in_flight: Option<WriteInFlight>,
+    /// Boxed: most entities never have one, and every idle entity would carry its room otherwise.
+    in_flight: Option<Box<WriteInFlight>>,
     _counted: CountedActor,
 }
 
@@ -124,11 +125,8 @@ impl Actor for EntityActor {
             state.queued.fetch_sub(1, Ordering::Relaxed);
         }
         match message {
-            EntityMessage::WriteSettled => {
-                state.settle_in_flight().await;
-                // Boxed, like a request below: it runs commands.
-                Box::pin(state.run_waiting(Some(&myself))).await;
-            }
+            // Boxed, like a request below: it runs commands.
+            EntityMessage::WriteSettled => Box::pin(state.after_write(Some(&myself))).await,
             message if state.in_flight.is_some() => state.waiting.push_back(message),
             EntityMessage::Passivate => myself.stop(Some("passivated".to_string())),
             EntityMessage::Rest(hand_over) => {
@@ -151,8 +149,7 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped from outside (the shard draining) with a write in flight or requests taken but not run:
         // finish them as if the entity had waited for each write, so every accepted request is answered.
-        state.settle_in_flight().await;
-        Box::pin(state.run_waiting(None)).await;
+        Box::pin(state.after_write(None)).await;
         Ok(())
     }
 }
@@ -205,6 +202,12 @@ impl EntityState {
             self.run_request(*next, &mut pending).await;
         }
         self.write(pending, myself).await;
+    }
+
+    /// Settles the write in flight, then runs what arrived meanwhile.
+    async fn after_write(&mut self, myself: Option<&ActorRef<EntityMessage>>) {
+        self.settle_in_flight().await;
+        self.run_waiting(myself).await;
     }
 
     /// Runs what arrived while a write was in flight, until a write is in flight again or nothing is left.
@@ -370,7 +373,7 @@ impl EntityState {
                     let _entity_stopping = entity.cast(EntityMessage::WriteSettled);
                     outcome
                 });
-                self.in_flight = Some(WriteInFlight { pending, task });
+                self.in_flight = Some(Box::new(WriteInFlight { pending, task }));
             }
             _ => {
                 let outcome = self.runtime.writer.append(request, Some(deadline)).await;
@@ -381,9 +384,10 @@ impl EntityState {
 
     /// Takes the outcome of the write in flight, if any, and answers its commands.
     async fn settle_in_flight(&mut self) {
-        let Some(WriteInFlight { pending, task }) = self.in_flight.take() else {
+        let Some(in_flight) = self.in_flight.take() else {
             return;
         };
+        let WriteInFlight { pending, task } = *in_flight;
         let outcome = task.await.unwrap_or_else(|error| {
             Err(StoreError::Unavailable(format!(
                 "the write's task ended without an outcome: {error}"
