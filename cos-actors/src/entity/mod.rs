@@ -365,6 +365,8 @@ impl EntityState {
         let queued = self.queued.load(Ordering::Relaxed) > 0 || !self.waiting.is_empty();
         match myself {
             Some(myself) if queued => {
+                // How often writes are shared (`LOG_LEVEL=warn,cos_actors::entity=debug`).
+                tracing::debug!(entity = %self.key, events = request.events.len(), "write in flight, taking queued requests");
                 let writer = self.runtime.writer.clone();
                 let entity = myself.clone();
                 let task = tokio::spawn(async move {
