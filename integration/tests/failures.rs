@@ -1,16 +1,13 @@
 //! Failures between "decided" and "replied": failed and slow commits, conflicts with requests queued
 //! behind them, and shutdown with commands in flight. The client's answer must always match the journal.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::ProcessCommandRequest;
 use cos_core::store::Journal;
-use cos_integration::support::faulty_journal::FaultyJournal;
-use cos_integration::support::node::{
-    Backend, TestNode, TestStore, default_key, test_settings, write_behind_its_back,
-};
-use cos_integration::support::script_handler::{ScriptHandler, any_text, text_any};
+use cos_integration::support::faulty_journal::FaultyNode;
+use cos_integration::support::node::{Backend, default_key, write_behind_its_back};
+use cos_integration::support::script_handler::{any_text, text_any};
 use cos_integration::support::wait_until;
 use tonic::Code;
 
@@ -26,29 +23,12 @@ async fn stored_revisions(journal: &dyn Journal, entity_id: &str) -> anyhow::Res
     Ok(rows.into_iter().map(|row| row.revision).collect())
 }
 
-async fn faulty_node(
-    backend: Backend,
-    extra: &[(&str, &str)],
-) -> anyhow::Result<(
-    TestStore,
-    ScriptHandler,
-    cos_integration::support::script_handler::RunningHandler,
-    Arc<FaultyJournal>,
-    TestNode,
-)> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let faulty = Arc::new(FaultyJournal::new(store.open_journal().await?));
-    let settings = test_settings(&store, running.address, extra)?;
-    let node = TestNode::start_with_journal(settings, faulty.clone()).await?;
-    Ok((store, handler, running, faulty, node))
-}
-
 async fn a_failed_commit_is_reported_and_the_entity_rereads_the_store(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (_store, _handler, _running, faulty, mut node) = faulty_node(backend, &[]).await?;
+    let started = FaultyNode::start(backend, &[]).await?;
+    let faulty = started.journal.clone();
+    let mut node = started.node;
     faulty.fail_next_appends(1);
     let error = node
         .client
@@ -74,8 +54,9 @@ async fn a_failed_commit_is_reported_and_the_entity_rereads_the_store(
 async fn answers_near_the_deadline_always_match_the_journal(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (_store, _handler, _running, faulty, node) =
-        faulty_node(backend, &[("COS_COMMAND_HANDLER_TIMEOUT", "1")]).await?;
+    let started = FaultyNode::start(backend, &[("COS_COMMAND_HANDLER_TIMEOUT", "1")]).await?;
+    let faulty = started.journal.clone();
+    let node = started.node;
     faulty.delay_appends(Duration::from_millis(250));
     let handler_delays = [600_u64, 750, 850, 880, 910, 950, 990];
     let mut tasks = Vec::new();
@@ -127,7 +108,9 @@ async fn answers_near_the_deadline_always_match_the_journal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_still_queued_at_its_deadline_is_never_made() -> anyhow::Result<()> {
     // SQLite has one transaction slot: a slow commit holds it while the next command's deadline passes.
-    let (_store, _handler, _running, faulty, node) = faulty_node(Backend::Sqlite, &[]).await?;
+    let started = FaultyNode::start(Backend::Sqlite, &[]).await?;
+    let faulty = started.journal.clone();
+    let node = started.node;
     faulty.delay_appends(Duration::from_millis(600));
     let mut slow_client = node.client.clone();
     let slow = tokio::spawn(async move {
@@ -162,11 +145,13 @@ async fn a_write_still_queued_at_its_deadline_is_never_made() -> anyhow::Result<
 async fn requests_queued_behind_a_conflict_are_all_answered(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (store, _handler, _running, _faulty, mut node) = faulty_node(backend, &[]).await?;
+    let started = FaultyNode::start(backend, &[]).await?;
+    let store = &started.store;
+    let mut node = started.node;
     node.client
         .process_command(command("busy", "emit:a"))
         .await?;
-    assert_eq!(write_behind_its_back(&store, "busy").await?, 2);
+    assert_eq!(write_behind_its_back(store, "busy").await?, 2);
     let journal = store.open_journal().await?;
     let mut tasks = Vec::new();
     for index in 0..8 {
@@ -198,7 +183,10 @@ async fn requests_queued_behind_a_conflict_are_all_answered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_commands_in_flight() -> anyhow::Result<()> {
-    let (store, handler, _running, _faulty, node) = faulty_node(Backend::Sqlite, &[]).await?;
+    let started = FaultyNode::start(Backend::Sqlite, &[]).await?;
+    let store = &started.store;
+    let handler = started.handler.clone();
+    let node = started.node;
     let mut client = node.client.clone();
     let in_flight = tokio::spawn(async move {
         client

@@ -2,14 +2,13 @@
 //! previous one produced and gets its own revision, no answer is given before the write settles, and when
 //! that write fails every command in it fails and none of them leaves a trace.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cos_core::proto::chief_of_state::v1::{EventWrapper, GetStateRequest, ProcessCommandRequest};
 use cos_core::store::Journal;
-use cos_integration::support::faulty_journal::FaultyJournal;
-use cos_integration::support::node::{Backend, TestNode, TestStore, default_key, test_settings};
-use cos_integration::support::script_handler::{RunningHandler, ScriptHandler, any_text, text_any};
+use cos_integration::support::faulty_journal::FaultyNode;
+use cos_integration::support::node::{Backend, default_key};
+use cos_integration::support::script_handler::{any_text, text_any};
 use cos_integration::support::wait_until;
 use prost::Message;
 use tonic::Code;
@@ -30,28 +29,12 @@ async fn stored(journal: &dyn Journal, entity_id: &str) -> anyhow::Result<Vec<(u
         .collect())
 }
 
-async fn faulty_node(
-    backend: Backend,
-) -> anyhow::Result<(
-    TestStore,
-    ScriptHandler,
-    RunningHandler,
-    Arc<FaultyJournal>,
-    TestNode,
-)> {
-    let store = TestStore::new(backend)?;
-    let handler = ScriptHandler::default();
-    let running = handler.serve().await?;
-    let faulty = Arc::new(FaultyJournal::new(store.open_journal().await?));
-    let settings = test_settings(&store, running.address, &[])?;
-    let node = TestNode::start_with_journal(settings, faulty.clone()).await?;
-    Ok((store, handler, running, faulty, node))
-}
-
 async fn commands_queued_behind_a_write_share_the_next_one_and_keep_their_order(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (_store, _handler, _running, faulty, node) = faulty_node(backend).await?;
+    let started = FaultyNode::start(backend, &[]).await?;
+    let faulty = started.journal.clone();
+    let node = started.node;
     // Slow commits, so that the other commands queue up behind the first write.
     faulty.delay_appends(Duration::from_millis(200));
     let count = 20;
@@ -107,7 +90,10 @@ async fn commands_queued_behind_a_write_share_the_next_one_and_keep_their_order(
 async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_states(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (_store, handler, _running, faulty, node) = faulty_node(backend).await?;
+    let started = FaultyNode::start(backend, &[]).await?;
+    let faulty = started.journal.clone();
+    let handler = started.handler.clone();
+    let node = started.node;
     faulty.delay_appends(Duration::from_millis(200));
     // Write 1: the slow command alone. Write 2: the two commands queued behind it (the read ends the
     // batch, since it must see stored states only), made to fail. Write 3: the last command.
@@ -180,7 +166,9 @@ async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_
 async fn a_slow_command_joining_a_write_does_not_make_an_earlier_one_miss_its_deadline(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (_store, handler, _running, _faulty, node) = faulty_node(backend).await?;
+    let started = FaultyNode::start(backend, &[]).await?;
+    let handler = started.handler.clone();
+    let node = started.node;
     let first = {
         let mut client = node.client.clone();
         tokio::spawn(async move { client.process_command(command("late", "sleep:300:x")).await })

@@ -139,3 +139,34 @@ impl Journal for FaultyJournal {
         self.inner.guard_compaction(read_side_ids);
     }
 }
+
+/// A running test node whose journal is a [`FaultyJournal`] over a fresh store, with the script handler.
+pub struct FaultyNode {
+    pub store: super::node::TestStore,
+    pub handler: super::script_handler::ScriptHandler,
+    pub running: super::script_handler::RunningHandler,
+    pub journal: Arc<FaultyJournal>,
+    pub node: super::node::TestNode,
+}
+
+impl FaultyNode {
+    /// Starts one on `backend`, with `extra` settings.
+    pub async fn start(
+        backend: super::node::Backend,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let store = super::node::TestStore::new(backend)?;
+        let handler = super::script_handler::ScriptHandler::default();
+        let running = handler.serve().await?;
+        let journal = Arc::new(FaultyJournal::new(store.open_journal().await?));
+        let settings = super::node::test_settings(&store, running.address, extra)?;
+        let node = super::node::TestNode::start_with_journal(settings, journal.clone()).await?;
+        Ok(Self {
+            store,
+            handler,
+            running,
+            journal,
+            node,
+        })
+    }
+}
