@@ -163,7 +163,7 @@ async fn after_a_kill_under_load_the_dead_nodes_shards_are_served_elsewhere() ->
     let targets = std::sync::Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
     ));
-    let load = start_load(targets, 24);
+    let load = start_load(targets, "load", 24);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let victim_shards = status(&victim).await?.local_shards;
     assert!(!victim_shards.is_empty(), "the victim hosted shards");
@@ -237,7 +237,12 @@ struct LoadOutcome {
     failures: Vec<String>,
 }
 
-fn start_load(targets: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>, entities: usize) -> Load {
+/// One client sending commands one at a time, round-robin over `entities` entities named `{prefix}-{n}`.
+fn start_load(
+    targets: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    prefix: &'static str,
+    entities: usize,
+) -> Load {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopping = stop.clone();
     let task = tokio::spawn(async move {
@@ -248,7 +253,7 @@ fn start_load(targets: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>, entiti
                 let serving = targets.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                 serving[round % serving.len()]
             };
-            let entity = format!("load-{}", round % entities);
+            let entity = format!("{prefix}-{}", round % entities);
             round += 1;
             let connected = ChiefOfStateServiceClient::connect(format!("http://{target}")).await;
             let Ok(mut client) = connected else {
@@ -299,7 +304,7 @@ async fn a_fourth_node_joining_under_load_receives_shards_and_no_command_fails()
     let targets = std::sync::Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
     ));
-    let load = start_load(targets.clone(), 40);
+    let load = start_load(targets.clone(), "load", 40);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let seed = format!("127.0.0.1:{}", nodes[0].cluster_port);
     let fourth = start_node(&schema, running.address, &seed, SECRET).await?;
@@ -330,7 +335,12 @@ async fn a_rolling_restart_under_load_fails_no_command() -> anyhow::Result<()> {
     let targets = std::sync::Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|node| node.grpc).collect::<Vec<_>>(),
     ));
-    let load = start_load(targets.clone(), 40);
+    let load = start_load(targets.clone(), "load", 40);
+    // Eight clients on one entity: its commands queue up and share writes, so its shard is handed off while
+    // a write is in flight with requests waiting behind it.
+    let hot: Vec<Load> = (0..8)
+        .map(|_| start_load(targets.clone(), "hot", 1))
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for index in 0..nodes.len() {
         // Like a load balancer, stop sending to the node before it is told to stop.
@@ -366,6 +376,24 @@ async fn a_rolling_restart_under_load_fails_no_command() -> anyhow::Result<()> {
         "load kept flowing"
     );
     assert_consecutive(&outcome);
+    let mut hot_revisions = Vec::new();
+    for client in hot {
+        let outcome = client.finish().await?;
+        assert!(
+            outcome.failures.is_empty(),
+            "hot entity: {} failures: {:?}",
+            outcome.failures.len(),
+            outcome.failures
+        );
+        hot_revisions.extend(outcome.succeeded.into_values().flatten());
+    }
+    assert!(hot_revisions.len() > 50, "the hot entity kept working");
+    hot_revisions.sort_unstable();
+    let expected: Vec<u32> = (1..=u32::try_from(hot_revisions.len())?).collect();
+    assert_eq!(
+        hot_revisions, expected,
+        "every success on the hot entity has its own revision, none skipped"
+    );
     for node in nodes {
         node.process.stop().await?;
     }

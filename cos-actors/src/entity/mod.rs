@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use cos_core::domain::{EntityKey, initial_state, revision_of};
 use cos_core::error::CommandError;
+use cos_core::handler::cut_for_scheduling;
 use cos_core::proto::chief_of_state::v1::StateWrapper;
 use cos_core::store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -34,6 +35,12 @@ pub use command::{CommandOutcome, PreparedEvents};
 /// The most of a command's time kept back from the write handler for the write itself, so that a handler
 /// answering at the last moment does not push the commit past the caller's deadline.
 const MAX_COMMIT_RESERVE: Duration = Duration::from_millis(100);
+
+/// Room for waiting requests an entity keeps after a burst.
+const MAX_IDLE_QUEUE_CAPACITY: usize = 64;
+
+/// How early a timer may fire or a timed-out call may return (tokio's timer has millisecond ticks).
+const TIMER_SLACK: Duration = Duration::from_millis(5);
 
 /// Messages an entity handles.
 #[derive(RactorMessage)]
@@ -81,6 +88,16 @@ pub struct EntityState {
     /// Boxed: most entities never have one, and every idle entity would carry its room otherwise.
     in_flight: Option<Box<WriteInFlight>>,
     _counted: CountedActor,
+}
+
+/// Sends [`EntityMessage::WriteSettled`] when dropped: when the write's task finishes or unwinds. A stopping
+/// entity no longer takes it and collects the outcome from the task in its `post_stop` instead.
+struct SettledNotice(ActorRef<EntityMessage>);
+
+impl Drop for SettledNotice {
+    fn drop(&mut self) {
+        let _entity_stopping = self.0.cast(EntityMessage::WriteSettled);
+    }
 }
 
 /// A write the entity does not wait for in its handler, and the answers it holds.
@@ -199,7 +216,13 @@ impl EntityState {
             let Some(EntityMessage::Request(next)) = self.waiting.pop_front() else {
                 break;
             };
+            let waiting_before = self.waiting.len();
             self.run_request(*next, &mut pending).await;
+            if self.waiting.len() > waiting_before {
+                // It was cut short and put back (a handler may also answer DEADLINE_EXCEEDED a little early):
+                // write now rather than run it again on the same state.
+                break;
+            }
         }
         self.write(pending, myself).await;
     }
@@ -234,6 +257,10 @@ impl EntityState {
                 }
                 Some(EntityMessage::WriteSettled) => {}
             }
+        }
+        // A burst can leave a large queue behind; an entity lives long.
+        if self.waiting.is_empty() && self.waiting.capacity() > MAX_IDLE_QUEUE_CAPACITY {
+            self.waiting = VecDeque::new();
         }
     }
 
@@ -290,14 +317,21 @@ impl EntityState {
             Some(write_by) if write_by < own_handler_deadline => (write_by, Some(command.clone())),
             _ => (own_handler_deadline, None),
         };
-        let outcome = tokio::time::timeout_at(
+        let pipeline = tokio::time::timeout_at(
             handler_deadline,
             command::run_command(&self.runtime, prior, command, handler_deadline),
-        )
-        .await;
+        );
+        let outcome = if joined_copy.is_some() {
+            // Cutting it short at the write's time says nothing about the handler's health.
+            cut_for_scheduling(pipeline).await
+        } else {
+            pipeline.await
+        };
         // Out of time because of the write it joined (its own deadline is later): the handler call itself may
-        // have timed out first, or the pipeline as a whole.
-        let cut_short = matches!(outcome, Err(_) | Ok(Err(CommandError::DeadlineExceeded(_))));
+        // have timed out first, or the pipeline as a whole. A handler answering DEADLINE_EXCEEDED on its own
+        // before that time gets its answer.
+        let cut_short = matches!(outcome, Err(_) | Ok(Err(CommandError::DeadlineExceeded(_))))
+            && Instant::now() + TIMER_SLACK >= handler_deadline;
         let answer = match outcome {
             // Cut short for the commands before it, not by its own deadline: it runs again after their write
             // (nothing of this call is used).
@@ -370,10 +404,9 @@ impl EntityState {
                 let writer = self.runtime.writer.clone();
                 let entity = myself.clone();
                 let task = tokio::spawn(async move {
-                    let outcome = writer.append(request, Some(deadline)).await;
-                    // A stopping entity takes the outcome from this task in its post_stop instead.
-                    let _entity_stopping = entity.cast(EntityMessage::WriteSettled);
-                    outcome
+                    // Tells the entity however the task ends (a panic included), or it would wait for ever.
+                    let _notice = SettledNotice(entity);
+                    writer.append(request, Some(deadline)).await
                 });
                 self.in_flight = Some(Box::new(WriteInFlight { pending, task }));
             }

@@ -4,6 +4,7 @@
 //! statuses): a handler that rejects commands on business grounds (INVALID_ARGUMENT, FAILED_PRECONDITION, …)
 //! is working, and must not be cut off.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +18,24 @@ use crate::proto::chief_of_state::v1::{
     HandleCommandRequest, HandleCommandResponse, HandleEventRequest, HandleEventResponse, Header,
 };
 use crate::settings::BreakerSettings;
+
+tokio::task_local! {
+    /// Set while the caller may cut handler calls short for its own scheduling.
+    static CUT_FOR_SCHEDULING: ();
+}
+
+/// Runs `calls` (handler calls) so that a timeout or a cancellation among them gives the breaker no verdict.
+/// For a caller that cuts calls short for its own reasons (an entity that must start a write shared with
+/// earlier commands): such a cut says nothing about the handler's health. Calls slower than `CALL_TIMEOUT` and
+/// infrastructure errors still count, and a command cut short runs again later without this, so a hanging
+/// handler still opens the breaker.
+pub async fn cut_for_scheduling<F: Future>(calls: F) -> F::Output {
+    CUT_FOR_SCHEDULING.scope((), calls).await
+}
+
+fn cut_for_scheduling_here() -> bool {
+    CUT_FOR_SCHEDULING.try_with(|()| ()).is_ok()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BreakerState {
@@ -93,6 +112,26 @@ impl<H: WriteHandler> BreakerWriteHandler<H> {
         };
     }
 
+    /// No verdict on the handler: a trial call in flight gives its turn back, so that the next call is the trial.
+    fn abstain(&self) {
+        let mut state = self.lock();
+        if *state == BreakerState::HalfOpen {
+            *state = BreakerState::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
+    /// Records the outcome of a finished call.
+    fn settle<T>(&self, result: &Result<T, CommandError>, took: Duration) {
+        let timed_out = matches!(result, Err(CommandError::DeadlineExceeded(_)));
+        if timed_out && took <= self.settings.call_timeout && cut_for_scheduling_here() {
+            self.abstain();
+        } else {
+            self.record(self.counts_as_failure(result, took));
+        }
+    }
+
     fn counts_as_failure<T>(&self, result: &Result<T, CommandError>, took: Duration) -> bool {
         if took > self.settings.call_timeout {
             return true;
@@ -115,7 +154,8 @@ impl<H: WriteHandler> BreakerWriteHandler<H> {
 }
 
 /// Counts a call that never finished (its future was dropped, e.g. at the command's deadline) as a failure,
-/// so a cancelled trial call cannot leave the breaker half-open for ever.
+/// so a cancelled trial call cannot leave the breaker half-open for ever; one cut for scheduling gives its
+/// trial back instead.
 struct PendingCall<'a, H: WriteHandler> {
     breaker: &'a BreakerWriteHandler<H>,
     finished: bool,
@@ -123,7 +163,12 @@ struct PendingCall<'a, H: WriteHandler> {
 
 impl<H: WriteHandler> Drop for PendingCall<'_, H> {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+            return;
+        }
+        if cut_for_scheduling_here() {
+            self.breaker.abstain();
+        } else {
             self.breaker.record(true);
         }
     }
@@ -148,7 +193,7 @@ impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
             .handle_command(request, propagated_headers, timeout)
             .await;
         pending.finished = true;
-        self.record(self.counts_as_failure(&result, started.elapsed()));
+        self.settle(&result, started.elapsed());
         result
     }
 
@@ -165,7 +210,7 @@ impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
         let started = Instant::now();
         let result = self.inner.handle_event(request, timeout).await;
         pending.finished = true;
-        self.record(self.counts_as_failure(&result, started.elapsed()));
+        self.settle(&result, started.elapsed());
         result
     }
 }
@@ -198,6 +243,87 @@ mod tests {
         ) -> Result<HandleEventResponse, CommandError> {
             Ok(HandleEventResponse::default())
         }
+    }
+
+    fn one_failure_opens_it() -> BreakerSettings {
+        BreakerSettings {
+            max_failures: 1,
+            call_timeout: Duration::from_secs(60),
+            reset_timeout: Duration::from_millis(50),
+        }
+    }
+
+    /// A handler that answers in time but is stopped early by its caller.
+    struct TimesOut;
+
+    #[async_trait]
+    impl WriteHandler for TimesOut {
+        async fn handle_command(
+            &self,
+            _request: HandleCommandRequest,
+            _propagated_headers: &[Header],
+            _timeout: Duration,
+        ) -> Result<HandleCommandResponse, CommandError> {
+            Err(CommandError::DeadlineExceeded("cut short".to_string()))
+        }
+
+        async fn handle_event(
+            &self,
+            _request: HandleEventRequest,
+            _timeout: Duration,
+        ) -> Result<HandleEventResponse, CommandError> {
+            Ok(HandleEventResponse::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_cut_for_scheduling_give_no_verdict_and_other_failures_still_count() {
+        let breaker = BreakerWriteHandler::new(TimesOut, one_failure_opens_it());
+        let call =
+            || breaker.handle_command(HandleCommandRequest::default(), &[], Duration::from_secs(1));
+        // A call that timed out inside the scope leaves the breaker closed, and so does one dropped there.
+        assert!(cut_for_scheduling(call()).await.is_err());
+        assert_eq!(*breaker.lock(), BreakerState::Closed { failures: 0 });
+        let slow = BreakerWriteHandler::new(
+            SlowHandler {
+                delay: Duration::from_secs(10),
+            },
+            one_failure_opens_it(),
+        );
+        let dropped = cut_for_scheduling(tokio::time::timeout(
+            Duration::from_millis(5),
+            slow.handle_command(HandleCommandRequest::default(), &[], Duration::from_secs(1)),
+        ))
+        .await;
+        assert!(dropped.is_err(), "the call was dropped before it finished");
+        assert_eq!(*slow.lock(), BreakerState::Closed { failures: 0 });
+        // The same timeout outside the scope opens it (max_failures = 1).
+        assert!(call().await.is_err());
+        assert!(matches!(*breaker.lock(), BreakerState::Open { .. }));
+        // A trial cut for scheduling hands its turn back: the breaker is open again at once, not half-open.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cut_for_scheduling(call()).await.is_err());
+        assert!(
+            matches!(*breaker.lock(), BreakerState::Open { until } if until <= Instant::now()),
+            "the next call is the trial"
+        );
+        let unavailable = BreakerWriteHandler::new(
+            SlowHandler {
+                delay: Duration::ZERO,
+            },
+            one_failure_opens_it(),
+        );
+        let failed = cut_for_scheduling(unavailable.handle_command(
+            HandleCommandRequest::default(),
+            &[],
+            Duration::from_secs(1),
+        ))
+        .await;
+        assert!(matches!(failed, Err(CommandError::HandlerUnavailable(_))));
+        assert!(
+            matches!(*unavailable.lock(), BreakerState::Open { .. }),
+            "an unreachable handler counts even inside the scope"
+        );
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use crate::proto::chief_of_state::v1::{
     HandleCommandRequest, HandleCommandResponse, HandleEventRequest, HandleEventResponse, Header,
 };
 
-pub use breaker::BreakerWriteHandler;
+pub use breaker::{BreakerWriteHandler, cut_for_scheduling};
 pub use grpc::{GrpcWriteHandler, HandlerSetupError};
 
 /// The two calls CoS makes to a write handler. `timeout` is the time left for this call: the smaller of the

@@ -8,9 +8,9 @@ use crate::proto::chief_of_state::v1::StateWrapper;
 use crate::settings::SnapshotSettings;
 use crate::store::SnapshotWrite;
 
-/// The revision to snapshot among a command's new revisions `first..=last`: the highest multiple of the
-/// frequency, if any (a command crossing several multiples snapshots only the highest). Cheap: decides
-/// before any state is copied.
+/// The revision to snapshot among a write's new revisions `first..=last` (one command's, or those of the
+/// commands sharing the write): the highest multiple of the frequency, if any (a write crossing several
+/// multiples snapshots only the highest). Cheap: decides before any state is copied.
 pub fn revision_to_snapshot(
     settings: &SnapshotSettings,
     first: Revision,
