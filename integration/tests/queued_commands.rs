@@ -87,9 +87,28 @@ async fn commands_queued_behind_a_write_share_the_next_one_and_keep_their_order(
     node.stop().await
 }
 
+/// How the shared write of the second test fails.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// The database cannot be reached.
+    Unreachable,
+    /// The database refuses the write's data: which command's cannot be told.
+    DataRefused,
+}
+
 async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_states(
     backend: Backend,
 ) -> anyhow::Result<()> {
+    shared_write_fails(backend, Fault::Unreachable).await
+}
+
+async fn a_shared_write_whose_data_is_refused_fails_all_its_commands_retryably(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    shared_write_fails(backend, Fault::DataRefused).await
+}
+
+async fn shared_write_fails(backend: Backend, fault: Fault) -> anyhow::Result<()> {
     let started = FaultyNode::start(backend, &[]).await?;
     let faulty = started.journal.clone();
     let handler = started.handler.clone();
@@ -97,7 +116,10 @@ async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_
     faulty.delay_appends(Duration::from_millis(200));
     // Write 1: the slow command alone. Write 2: the two commands queued behind it (the read ends the
     // batch, since it must see stored states only), made to fail. Write 3: the last command.
-    faulty.fail_append_number(2);
+    match fault {
+        Fault::Unreachable => faulty.fail_append_number(2),
+        Fault::DataRefused => faulty.refuse_append_number(2),
+    }
     let send = |script: &'static str| {
         let mut client = node.client.clone();
         tokio::spawn(async move { client.process_command(command("shared", script)).await })
@@ -125,7 +147,14 @@ async fn a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_
     assert_eq!(slow.meta.map(|meta| meta.revision_number), Some(1));
     for (name, failed) in [("a", first.await?), ("b", second.await?)] {
         let status = failed.expect_err("its shared write failed");
+        // Retryable either way: a refusal of a shared write may be any of its commands' fault.
         assert_eq!(status.code(), Code::Unavailable, "{name}: {status:?}");
+        if let Fault::DataRefused = fault {
+            assert!(
+                status.message().contains("shared by 2 commands"),
+                "{status:?}"
+            );
+        }
     }
     let read = read.await??.into_inner();
     assert_eq!(
@@ -225,5 +254,6 @@ async fn a_slow_command_joining_a_write_does_not_make_an_earlier_one_miss_its_de
 cos_integration::on_both_stores!(
     commands_queued_behind_a_write_share_the_next_one_and_keep_their_order,
     a_failed_shared_write_fails_all_its_commands_and_reads_see_only_stored_states,
+    a_shared_write_whose_data_is_refused_fails_all_its_commands_retryably,
     a_slow_command_joining_a_write_does_not_make_an_earlier_one_miss_its_deadline,
 );

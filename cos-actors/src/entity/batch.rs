@@ -115,6 +115,11 @@ impl PendingWrite {
         }
     }
 
+    /// How many commands the write answers.
+    pub(super) fn commands(&self) -> usize {
+        self.held.len()
+    }
+
     /// The revision the entity had before the first command of the write.
     pub(super) fn expected_revision(&self) -> u32 {
         self.expected_revision

@@ -459,9 +459,19 @@ impl EntityState {
                     revision: expected_revision + 1,
                 }
             }
-            Err(StoreError::Rejected(reason)) => CommandError::InvalidArgument(format!(
-                "the journal refused the command's data: {reason}"
-            )),
+            Err(StoreError::Rejected(reason)) if pending.commands() == 1 => {
+                CommandError::InvalidArgument(format!(
+                    "the journal refused the command's data: {reason}"
+                ))
+            }
+            // Which command's data it was cannot be told, and most of them are innocent: retryable.
+            Err(StoreError::Rejected(reason)) => {
+                self.current = None;
+                CommandError::StoreUnavailable(format!(
+                    "the journal refused a write shared by {} commands ({reason}); nothing was persisted",
+                    pending.commands()
+                ))
+            }
             Err(error) => {
                 // A failed commit normally wrote nothing; re-read the store before the next command so that
                 // an acknowledged-but-lost commit cannot be overwritten either.

@@ -17,6 +17,8 @@ pub struct FaultyJournal {
     failing_appends: AtomicUsize,
     /// The 1-based number of the one append call that fails (0: none).
     failing_call: AtomicUsize,
+    /// The 1-based number of the one append call whose data the database refuses (0: none).
+    refused_call: AtomicUsize,
     append_calls: AtomicUsize,
     newest_event_reads: AtomicUsize,
 }
@@ -28,6 +30,7 @@ impl FaultyJournal {
             append_delay_millis: AtomicU64::new(0),
             failing_appends: AtomicUsize::new(0),
             failing_call: AtomicUsize::new(0),
+            refused_call: AtomicUsize::new(0),
             append_calls: AtomicUsize::new(0),
             newest_event_reads: AtomicUsize::new(0),
         }
@@ -50,6 +53,12 @@ impl FaultyJournal {
         self.failing_call.store(number, Ordering::SeqCst);
     }
 
+    /// The append call with this number refuses the data of every request in it, as the database refuses a
+    /// value it cannot store (each request fails with [`StoreError::Rejected`]; nothing is written).
+    pub fn refuse_append_number(&self, number: usize) {
+        self.refused_call.store(number, Ordering::SeqCst);
+    }
+
     /// How many append calls (each one transaction or statement) reached this journal.
     pub fn append_calls(&self) -> usize {
         self.append_calls.load(Ordering::SeqCst)
@@ -60,7 +69,8 @@ impl FaultyJournal {
         self.newest_event_reads.load(Ordering::SeqCst)
     }
 
-    async fn before_append(&self) -> Result<(), StoreError> {
+    /// Counts the call, waits the delay, fails it if asked; returns its number.
+    async fn before_append(&self) -> Result<usize, StoreError> {
         let number = self.append_calls.fetch_add(1, Ordering::SeqCst) + 1;
         let delay = self.append_delay_millis.load(Ordering::SeqCst);
         if delay > 0 {
@@ -76,7 +86,7 @@ impl FaultyJournal {
                 "injected fault: connection reset".to_string(),
             ));
         }
-        Ok(())
+        Ok(number)
     }
 }
 
@@ -91,7 +101,12 @@ impl Journal for FaultyJournal {
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        self.before_append().await?;
+        let number = self.before_append().await?;
+        if number == self.refused_call.load(Ordering::SeqCst) {
+            let refused =
+                StoreError::Rejected("injected: value too long for the column".to_string());
+            return Ok(vec![Err(refused); requests.len()]);
+        }
         self.inner.append_batch(requests).await
     }
 
