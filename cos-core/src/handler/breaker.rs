@@ -219,9 +219,19 @@ impl<H: WriteHandler> WriteHandler for BreakerWriteHandler<H> {
 mod tests {
     use super::*;
 
-    /// A handler whose calls take as long as asked, to cancel them mid-flight.
+    /// A handler whose calls take as long as asked (to cancel them mid-flight) and then fail with `error`.
     struct SlowHandler {
         delay: Duration,
+        error: CommandError,
+    }
+
+    impl SlowHandler {
+        fn unavailable(delay: Duration) -> Self {
+            Self {
+                delay,
+                error: CommandError::HandlerUnavailable("down".to_string()),
+            }
+        }
     }
 
     #[async_trait]
@@ -233,7 +243,7 @@ mod tests {
             _timeout: Duration,
         ) -> Result<HandleCommandResponse, CommandError> {
             tokio::time::sleep(self.delay).await;
-            Err(CommandError::HandlerUnavailable("down".to_string()))
+            Err(self.error.clone())
         }
 
         async fn handle_event(
@@ -253,41 +263,21 @@ mod tests {
         }
     }
 
-    /// A handler that answers in time but is stopped early by its caller.
-    struct TimesOut;
-
-    #[async_trait]
-    impl WriteHandler for TimesOut {
-        async fn handle_command(
-            &self,
-            _request: HandleCommandRequest,
-            _propagated_headers: &[Header],
-            _timeout: Duration,
-        ) -> Result<HandleCommandResponse, CommandError> {
-            Err(CommandError::DeadlineExceeded("cut short".to_string()))
-        }
-
-        async fn handle_event(
-            &self,
-            _request: HandleEventRequest,
-            _timeout: Duration,
-        ) -> Result<HandleEventResponse, CommandError> {
-            Ok(HandleEventResponse::default())
-        }
-    }
-
     #[tokio::test]
     async fn calls_cut_for_scheduling_give_no_verdict_and_other_failures_still_count() {
-        let breaker = BreakerWriteHandler::new(TimesOut, one_failure_opens_it());
+        // The caller's timeout, as the gRPC client reports it.
+        let times_out = SlowHandler {
+            delay: Duration::ZERO,
+            error: CommandError::DeadlineExceeded("cut short".to_string()),
+        };
+        let breaker = BreakerWriteHandler::new(times_out, one_failure_opens_it());
         let call =
             || breaker.handle_command(HandleCommandRequest::default(), &[], Duration::from_secs(1));
         // A call that timed out inside the scope leaves the breaker closed, and so does one dropped there.
         assert!(cut_for_scheduling(call()).await.is_err());
         assert_eq!(*breaker.lock(), BreakerState::Closed { failures: 0 });
         let slow = BreakerWriteHandler::new(
-            SlowHandler {
-                delay: Duration::from_secs(10),
-            },
+            SlowHandler::unavailable(Duration::from_secs(10)),
             one_failure_opens_it(),
         );
         let dropped = cut_for_scheduling(tokio::time::timeout(
@@ -308,9 +298,7 @@ mod tests {
             "the next call is the trial"
         );
         let unavailable = BreakerWriteHandler::new(
-            SlowHandler {
-                delay: Duration::ZERO,
-            },
+            SlowHandler::unavailable(Duration::ZERO),
             one_failure_opens_it(),
         );
         let failed = cut_for_scheduling(unavailable.handle_command(
@@ -334,9 +322,7 @@ mod tests {
             reset_timeout: Duration::from_millis(50),
         };
         let breaker = BreakerWriteHandler::new(
-            SlowHandler {
-                delay: Duration::from_millis(10),
-            },
+            SlowHandler::unavailable(Duration::from_millis(10)),
             settings,
         );
         let call =
