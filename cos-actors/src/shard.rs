@@ -187,10 +187,13 @@ impl ShardState {
             envelope.answer(state_reply(&resting.state));
             return;
         }
-        let (actor, queued) = match self.live.get_mut(&entity_id) {
+        // The entity learns from the count that requests wait behind it (no shared handle is cloned per
+        // request); a send that fails below goes to an incarnation that is gone, whose count no longer matters.
+        let actor = match self.live.get_mut(&entity_id) {
             Some(live) => {
                 live.last_used = Instant::now();
-                (live.actor.clone(), live.queued.clone())
+                live.queued.fetch_add(1, Ordering::Relaxed);
+                live.actor.clone()
             }
             None => {
                 let resumed = self.resting.remove(&entity_id).map(|resting| resting.state);
@@ -209,11 +212,9 @@ impl ShardState {
         self.recency.touch(&entity_id);
         // A failed send means the entity is stopping or gone: keep the request for its next incarnation, which
         // starts once the termination event arrives.
-        queued.fetch_add(1, Ordering::Relaxed);
         if let Err(ractor::MessagingErr::SendErr(EntityMessage::Request(envelope))) =
             actor.cast(EntityMessage::Request(envelope))
         {
-            queued.fetch_sub(1, Ordering::Relaxed);
             self.live.remove(&entity_id);
             self.recency.remove(&entity_id);
             self.stopping
@@ -231,8 +232,9 @@ impl ShardState {
         myself: &ActorRef<ShardMessage>,
         entity_id: &EntityId,
         resumed: Option<StateWrapper>,
-    ) -> Result<(ActorRef<EntityMessage>, Arc<AtomicUsize>), CommandError> {
-        let queued = Arc::new(AtomicUsize::new(0));
+    ) -> Result<ActorRef<EntityMessage>, CommandError> {
+        // Counts the request that starts it, which the caller sends next.
+        let queued = Arc::new(AtomicUsize::new(1));
         let arguments = EntityArguments {
             key: EntityKey {
                 entity_type: self.runtime.settings.name.clone(),
@@ -254,10 +256,10 @@ impl ShardState {
             LiveEntity {
                 actor: actor.clone(),
                 last_used: Instant::now(),
-                queued: queued.clone(),
+                queued,
             },
         );
-        Ok((actor, queued))
+        Ok(actor)
     }
 
     /// Takes an entity out of memory: a resting one at once, a live one once it has answered what is already

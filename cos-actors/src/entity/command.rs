@@ -89,14 +89,9 @@ impl PreparedEvents {
         self.wrappers.extend(next.wrappers);
     }
 
-    /// How many events there are.
-    pub fn len(&self) -> usize {
+    /// How many events there are (never none: a command without events is [`CommandOutcome::NoOp`]).
+    pub(crate) fn len(&self) -> usize {
         self.wrappers.len()
-    }
-
-    /// Always false: a command without events is [`CommandOutcome::NoOp`].
-    pub fn is_empty(&self) -> bool {
-        self.wrappers.is_empty()
     }
 
     /// The bytes these events take in the journal.
