@@ -95,14 +95,14 @@ async fn an_idle_entity_rests_without_its_actor_and_wakes_from_its_state(
     let mut resting = RestingNode::start(backend, &[]).await?;
     assert_eq!(emit(&mut resting.node, "rest-1", "a").await?, 1);
     resting.wait_for_counts(ONE_RESTING).await?;
-    let recoveries = resting.journal.newest_event_reads();
+    let recoveries = resting.journal.recovery_reads();
 
     // A read is answered by the shard from the resting state: no actor, no store read.
     assert_eq!(resting.state_text("rest-1").await?, "a");
     assert_eq!(resting.census.counts(), ONE_RESTING);
     // A command wakes it from the state it handed over, without reading the store.
     assert_eq!(emit(&mut resting.node, "rest-1", "b").await?, 2);
-    assert_eq!(resting.journal.newest_event_reads(), recoveries);
+    assert_eq!(resting.journal.recovery_reads(), recoveries);
 
     // A resting entity trusts its memory exactly like one with an actor: a write behind its back conflicts.
     resting.wait_for_counts(ONE_RESTING).await?;
@@ -113,7 +113,7 @@ async fn an_idle_entity_rests_without_its_actor_and_wakes_from_its_state(
     assert_eq!(error.code(), tonic::Code::Aborted, "{error:?}");
     // The conflicting instance is replaced and the next one reads the truth from the store.
     assert_eq!(emit(&mut resting.node, "rest-1", "d").await?, 4);
-    assert!(resting.journal.newest_event_reads() > recoveries);
+    assert!(resting.journal.recovery_reads() > recoveries);
     resting.stop().await
 }
 
@@ -162,7 +162,7 @@ async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
 ) -> anyhow::Result<()> {
     let mut resting = RestingNode::start(backend, &[]).await?;
     assert_eq!(emit(&mut resting.node, "rest-busy", "a").await?, 1);
-    let recoveries = resting.journal.newest_event_reads();
+    let recoveries = resting.journal.recovery_reads();
     // A 400 ms command keeps the actor busy; 100 ms after it was delivered (plus at most a 50 ms tick) the
     // shard asks the entity to rest, which it can only do after the command. A command sent at 250 ms meets
     // the entity on its way to rest: the shard holds it and wakes the entity from the handed-over state.
@@ -180,7 +180,7 @@ async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
     assert_eq!(slow_reply.meta.map(|meta| meta.revision_number), Some(2));
     assert_eq!(resting.state_text("rest-busy").await?, "a|slow|after");
     assert_eq!(
-        resting.journal.newest_event_reads(),
+        resting.journal.recovery_reads(),
         recoveries,
         "woken from the handed-over state, not from the store"
     );
@@ -205,7 +205,7 @@ async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
         resting.state_text("rest-busy").await?,
         format!("a|slow|after|{}", steps.join("|"))
     );
-    assert_eq!(resting.journal.newest_event_reads(), recoveries);
+    assert_eq!(resting.journal.recovery_reads(), recoveries);
     resting.stop().await
 }
 

@@ -128,6 +128,13 @@ async fn latest_state_prefers_the_newest_of_snapshot_and_event(
     let mut with_snapshot = append(&key, vec![event(3, "a|b|c")]);
     with_snapshot.snapshot = Some(snapshot(3, "a|b|c", 3, None));
     journal.append_atomically(&[with_snapshot]).await?;
+    let latest = journal.latest_state(&key).await?.expect("state");
+    assert_eq!(
+        (latest.revision, latest.source),
+        (3, RecoverySource::Snapshot),
+        "a snapshot and an event of the same revision: the snapshot is read"
+    );
+    assert_eq!(any_text(latest.state.state.as_ref()), "a|b|c");
     journal
         .append_atomically(&[append(&key, vec![event(4, "a|b|c|d")])])
         .await?;

@@ -141,11 +141,9 @@ pub trait Journal: Send + Sync + 'static {
         requests: &[AppendRequest],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
-    /// The newest event row of an entity, if any.
-    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError>;
-
-    /// The newest snapshot row of an entity, if any.
-    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError>;
+    /// The newest event row and the newest snapshot row of an entity, in one statement: recovery needs both,
+    /// and a second round trip would delay the first command of every entity.
+    async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError>;
 
     /// Events of an entity with a revision above `after`, in revision order.
     async fn events_after(
@@ -182,21 +180,57 @@ pub trait Journal: Send + Sync + 'static {
     /// snapshot, newest event) *is* the state: recovery reads at most one snapshot and one event, whatever the
     /// length of the history, and never calls the write handler.
     async fn latest_state(&self, key: &EntityKey) -> Result<Option<StoredState>, StoreError> {
-        let newest_event = self.newest_event(key).await?;
-        let newest_snapshot = self.newest_snapshot(key).await?;
-        let snapshot_is_newer = match (&newest_event, &newest_snapshot) {
+        self.newest_rows(key).await?.into_state()
+    }
+}
+
+/// An entity's newest event row and newest snapshot row (either may be missing), read together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewestRows {
+    pub event: Option<StoredRow>,
+    pub snapshot: Option<StoredRow>,
+}
+
+impl NewestRows {
+    /// Which of the two rows a `newest_rows` statement's `kind` column names: the backends select the
+    /// newest event with kind 0 and the newest snapshot with kind 1.
+    const SNAPSHOT_KIND: i64 = 1;
+
+    /// Sorts one row of a `newest_rows` statement (its `kind`, `revision` and `payload` columns) into its
+    /// place.
+    pub(crate) fn place(
+        &mut self,
+        kind: i64,
+        revision: i64,
+        payload: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let row = StoredRow {
+            revision: sql_errors::revision_from_row(revision)?,
+            payload,
+        };
+        if kind == Self::SNAPSHOT_KIND {
+            self.snapshot = Some(row);
+        } else {
+            self.event = Some(row);
+        }
+        Ok(())
+    }
+
+    /// The state the rows stand for: the newer of the two (a snapshot wins a tie, it is the same state).
+    pub fn into_state(self) -> Result<Option<StoredState>, StoreError> {
+        let snapshot_is_newer = match (&self.event, &self.snapshot) {
             (Some(event), Some(snapshot)) => snapshot.revision >= event.revision,
             (None, Some(_)) => true,
             (_, None) => false,
         };
-        if snapshot_is_newer && let Some(snapshot) = newest_snapshot {
+        if snapshot_is_newer && let Some(snapshot) = self.snapshot {
             return Ok(Some(StoredState {
                 revision: snapshot.revision,
                 state: decode_state(&snapshot)?,
                 source: RecoverySource::Snapshot,
             }));
         }
-        let Some(event) = newest_event else {
+        let Some(event) = self.event else {
             return Ok(None);
         };
         let wrapper = decode_event(&event)?;

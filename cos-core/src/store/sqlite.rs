@@ -15,7 +15,7 @@ use crate::settings::SqliteSettings;
 use crate::store::read_sides::CompactionGuard;
 use crate::store::sql_errors::{WriteFailure, revision_from_row, store_error};
 use crate::store::{
-    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, now_epoch_millis,
+    AppendRequest, Journal, NewestRows, ShardEvent, StoreError, StoredRow, now_epoch_millis,
     shard_event_from_row,
 };
 
@@ -217,23 +217,6 @@ async fn write_request(
     Ok(())
 }
 
-impl SqliteJournal {
-    /// Runs a `(revision, payload)` query whose two parameters are an entity's type and id.
-    async fn rows_of(
-        &self,
-        sql: &'static str,
-        key: &EntityKey,
-    ) -> Result<Vec<StoredRow>, StoreError> {
-        let rows = sqlx::query(sql)
-            .bind(key.entity_type.as_str())
-            .bind(key.entity_id.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows_to_stored(rows)
-    }
-}
-
 #[async_trait]
 impl Journal for SqliteJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
@@ -281,16 +264,28 @@ impl Journal for SqliteJournal {
         Ok(outcomes)
     }
 
-    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let sql = "SELECT revision, event_payload FROM cos_journal WHERE entity_type = ? AND entity_id = ? \
-                   ORDER BY revision DESC LIMIT 1";
-        Ok(self.rows_of(sql, key).await?.pop())
-    }
-
-    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let sql = "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = ? AND entity_id = ? \
-                   ORDER BY revision DESC LIMIT 1";
-        Ok(self.rows_of(sql, key).await?.pop())
+    async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 0 AS kind, revision, payload FROM (SELECT revision, event_payload AS payload \
+             FROM cos_journal WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY revision DESC LIMIT 1) \
+             UNION ALL \
+             SELECT 1, revision, payload FROM (SELECT revision, snapshot_payload AS payload \
+             FROM cos_snapshots WHERE entity_type = ?1 AND entity_id = ?2 ORDER BY revision DESC LIMIT 1)",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut newest = NewestRows::default();
+        for row in rows {
+            newest.place(
+                row.try_get(0).map_err(store_error)?,
+                row.try_get(1).map_err(store_error)?,
+                row.try_get(2).map_err(store_error)?,
+            )?;
+        }
+        Ok(newest)
     }
 
     async fn events_after(

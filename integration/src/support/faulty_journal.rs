@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cos_core::domain::{EntityKey, Revision};
-use cos_core::store::{AppendRequest, Journal, ShardEvent, StoreError, StoredRow};
+use cos_core::store::{AppendRequest, Journal, NewestRows, ShardEvent, StoreError, StoredRow};
 
 /// A real journal with switchable faults on the write path.
 pub struct FaultyJournal {
@@ -20,7 +20,7 @@ pub struct FaultyJournal {
     /// The 1-based number of the one append call whose data the database refuses (0: none).
     refused_call: AtomicUsize,
     append_calls: AtomicUsize,
-    newest_event_reads: AtomicUsize,
+    recovery_reads: AtomicUsize,
 }
 
 impl FaultyJournal {
@@ -32,7 +32,7 @@ impl FaultyJournal {
             failing_call: AtomicUsize::new(0),
             refused_call: AtomicUsize::new(0),
             append_calls: AtomicUsize::new(0),
-            newest_event_reads: AtomicUsize::new(0),
+            recovery_reads: AtomicUsize::new(0),
         }
     }
 
@@ -64,9 +64,9 @@ impl FaultyJournal {
         self.append_calls.load(Ordering::SeqCst)
     }
 
-    /// How many times an entity's newest event was read: once per recovery from the store.
-    pub fn newest_event_reads(&self) -> usize {
-        self.newest_event_reads.load(Ordering::SeqCst)
+    /// How many times an entity's newest rows were read: once per recovery from the store.
+    pub fn recovery_reads(&self) -> usize {
+        self.recovery_reads.load(Ordering::SeqCst)
     }
 
     /// Counts the call, waits the delay, fails it if asked; returns its number.
@@ -110,13 +110,9 @@ impl Journal for FaultyJournal {
         self.inner.append_batch(requests).await
     }
 
-    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        self.newest_event_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.newest_event(key).await
-    }
-
-    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        self.inner.newest_snapshot(key).await
+    async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError> {
+        self.recovery_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.newest_rows(key).await
     }
 
     async fn events_after(

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use crate::domain::{EntityKey, Revision};
 use crate::settings::PostgresSettings;
 use crate::store::{
-    AppendRequest, Journal, ShardEvent, StoreError, StoredRow, shard_event_from_row,
+    AppendRequest, Journal, NewestRows, ShardEvent, StoreError, StoredRow, shard_event_from_row,
 };
 
 /// Longest a single statement may run (PostgreSQL `statement_timeout`): a stalled database fails writes
@@ -165,23 +165,6 @@ impl PostgresJournal {
     }
 }
 
-impl PostgresJournal {
-    /// Runs a `(revision, payload)` query whose two parameters are an entity's type and id.
-    async fn rows_of(
-        &self,
-        sql: &'static str,
-        key: &EntityKey,
-    ) -> Result<Vec<StoredRow>, StoreError> {
-        let rows = sqlx::query(sql)
-            .bind(key.entity_type.as_str())
-            .bind(key.entity_id.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows_to_stored(rows)
-    }
-}
-
 #[async_trait]
 impl Journal for PostgresJournal {
     async fn append_atomically(&self, requests: &[AppendRequest]) -> Result<(), StoreError> {
@@ -246,16 +229,28 @@ impl Journal for PostgresJournal {
             .collect())
     }
 
-    async fn newest_event(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let sql = "SELECT revision, event_payload FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 \
-                   ORDER BY revision DESC LIMIT 1";
-        Ok(self.rows_of(sql, key).await?.pop())
-    }
-
-    async fn newest_snapshot(&self, key: &EntityKey) -> Result<Option<StoredRow>, StoreError> {
-        let sql = "SELECT revision, snapshot_payload FROM cos_snapshots WHERE entity_type = $1 AND entity_id = $2 \
-                   ORDER BY revision DESC LIMIT 1";
-        Ok(self.rows_of(sql, key).await?.pop())
+    async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 0::int8 AS kind, revision, payload FROM (SELECT revision, event_payload AS payload \
+             FROM cos_journal WHERE entity_type = $1 AND entity_id = $2 ORDER BY revision DESC LIMIT 1) AS event \
+             UNION ALL \
+             SELECT 1::int8, revision, payload FROM (SELECT revision, snapshot_payload AS payload \
+             FROM cos_snapshots WHERE entity_type = $1 AND entity_id = $2 ORDER BY revision DESC LIMIT 1) AS snapshot",
+        )
+        .bind(key.entity_type.as_str())
+        .bind(key.entity_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut newest = NewestRows::default();
+        for row in rows {
+            newest.place(
+                row.try_get(0).map_err(store_error)?,
+                row.try_get(1).map_err(store_error)?,
+                row.try_get(2).map_err(store_error)?,
+            )?;
+        }
+        Ok(newest)
     }
 
     async fn events_after(
