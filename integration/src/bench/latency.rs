@@ -11,12 +11,16 @@ use tonic::transport::Channel;
 use super::commit_probe::CommitProbe;
 use super::config::BenchConfig;
 use super::cpu::CpuSample;
-use super::load::{LoadResult, open_loop};
+use super::load::{LoadResult, open_loop, open_loop_split};
 use super::report::{Row, Verdict, describe, millis};
 use super::scenarios::{command_request, direct_handler_round_trip};
 
 /// The low rate: a few requests at a time on an otherwise idle machine.
 pub const LOW_RATE_PER_SECOND: f64 = 200.0;
+
+/// How many entities a paced run spreads its commands over, in turn: the first command of each is the
+/// entity's first ever, which recovers it from the store (finding nothing) before it runs.
+const PACED_ENTITIES: u64 = 1000;
 
 /// The processes whose CPU time a paced run divides by its operations.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +40,10 @@ fn cpu_sample(processes: PacedProcesses) -> CpuSample {
 pub struct PacedLatency {
     pub rate: f64,
     pub through_cos: LoadResult,
+    /// The first command of each entity (`through_cos` holds them too).
+    pub first_commands: LoadResult,
+    /// Every later command (`through_cos` holds them too).
+    pub later_commands: LoadResult,
     pub direct: LoadResult,
     /// Bare single-row commits at the same rate, when the store is PostgreSQL: the disk's share.
     pub bare_commit: Option<LoadResult>,
@@ -44,7 +52,7 @@ pub struct PacedLatency {
 }
 
 impl PacedLatency {
-    /// Paces `rate` commands per second through `cos` over 1 000 entities named `{prefix}-N`, then the same
+    /// Paces `rate` commands per second through `cos` over [`PACED_ENTITIES`] entities named `{prefix}-N`, then the same
     /// rate of direct round trips on `handler`, then (given a probe) the same rate of bare commits.
     pub async fn measure(
         rate: f64,
@@ -59,16 +67,23 @@ impl PacedLatency {
         let before = cpu_sample(processes);
         let max_in_flight = config.concurrency * 4;
         let cos = cos.to_vec();
-        let through_cos = open_loop(rate, config.duration, max_in_flight, move |sequence| {
-            let mut client =
-                ChiefOfStateServiceClient::new(cos[sequence as usize % cos.len()].clone());
-            async move {
-                client
-                    .process_command(command_request(format!("{prefix}-{}", sequence % 1000)))
-                    .await
-                    .is_ok()
-            }
-        })
+        let split = open_loop_split(
+            rate,
+            config.duration,
+            max_in_flight,
+            PACED_ENTITIES,
+            move |sequence| {
+                let mut client =
+                    ChiefOfStateServiceClient::new(cos[sequence as usize % cos.len()].clone());
+                let entity = format!("{prefix}-{}", sequence % PACED_ENTITIES);
+                async move {
+                    client
+                        .process_command(command_request(entity))
+                        .await
+                        .is_ok()
+                }
+            },
+        )
         .await;
         let between = cpu_sample(processes);
         let handler = handler.to_vec();
@@ -86,7 +101,9 @@ impl PacedLatency {
         };
         Self {
             rate,
-            through_cos,
+            through_cos: split.all,
+            first_commands: split.leading,
+            later_commands: split.rest,
             direct,
             bare_commit,
             cpu_through_cos: between.since(&before),
@@ -116,9 +133,12 @@ impl PacedLatency {
             })
             .unwrap_or_default();
         format!(
-            "{}; direct handler at the same rate: p50 {} p99 {}{bare_commit}; CPU per command: CoS {:.0} µs, \
-             handler {:.0} µs, PostgreSQL {:.0} µs; per direct round trip: handler {:.0} µs",
+            "{}; of these, each entity's first command (recovers it): {}, the later ones: {}; direct handler \
+             at the same rate: p50 {} p99 {}{bare_commit}; CPU per command: CoS {:.0} µs, handler {:.0} µs, \
+             PostgreSQL {:.0} µs; per direct round trip: handler {:.0} µs",
             describe(&self.through_cos),
+            median_and_p99(&self.first_commands),
+            median_and_p99(&self.later_commands),
             millis(self.direct.percentile(0.5)),
             millis(self.direct.percentile(0.99)),
             per(self.cpu_through_cos.cos, commands),
@@ -157,4 +177,16 @@ impl PacedLatency {
             verdict: Verdict::Informational,
         }
     }
+}
+
+/// "p50 … p99 …" of a part of a run, or "none" when the run was too short to reach it.
+fn median_and_p99(part: &LoadResult) -> String {
+    if part.latencies_micros.is_empty() {
+        return "none".into();
+    }
+    format!(
+        "p50 {} p99 {}",
+        millis(part.percentile(0.5)),
+        millis(part.percentile(0.99))
+    )
 }

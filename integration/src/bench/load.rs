@@ -57,7 +57,7 @@ pub fn percentile_of(sorted_micros: &[u64], quantile: f64) -> Duration {
     Duration::from_micros(sorted_micros[index.min(last)])
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct WorkerResult {
     operations: u64,
     errors: u64,
@@ -117,6 +117,33 @@ where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send + 'static,
 {
+    open_loop_split(rate, duration, max_in_flight, 0, operation)
+        .await
+        .all
+}
+
+/// An open-loop run, and the same run split into its first operations and the rest.
+pub struct SplitRun {
+    pub all: LoadResult,
+    /// Operations `0..leading`.
+    pub leading: LoadResult,
+    /// Operations from `leading` on.
+    pub rest: LoadResult,
+}
+
+/// [`open_loop`], also splitting the results at operation `leading`: where the first operations do work the
+/// later ones do not (an entity's first command recovers it), the two halves tell that cost apart.
+pub async fn open_loop_split<F, Fut>(
+    rate: f64,
+    duration: Duration,
+    max_in_flight: usize,
+    leading: u64,
+    operation: F,
+) -> SplitRun
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
     let started = Instant::now();
     let total = (rate * duration.as_secs_f64()).max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
@@ -135,17 +162,27 @@ where
             (succeeded, micros(due.elapsed()))
         }));
     }
-    let mut result = WorkerResult::default();
-    for task in tasks {
+    let (mut first, mut rest) = (WorkerResult::default(), WorkerResult::default());
+    for (sequence, task) in (0u64..).zip(tasks) {
+        let part = if sequence < leading {
+            &mut first
+        } else {
+            &mut rest
+        };
         match task.await {
             Ok((true, latency)) => {
-                result.operations += 1;
-                result.latencies_micros.push(latency);
+                part.operations += 1;
+                part.latencies_micros.push(latency);
             }
-            _ => result.errors += 1,
+            _ => part.errors += 1,
         }
     }
-    LoadResult::merge(vec![result], started.elapsed())
+    let elapsed = started.elapsed();
+    SplitRun {
+        all: LoadResult::merge(vec![first.clone(), rest.clone()], elapsed),
+        leading: LoadResult::merge(vec![first], elapsed),
+        rest: LoadResult::merge(vec![rest], elapsed),
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +211,28 @@ mod tests {
         .await;
         assert!(result.operations > 0);
         assert!(result.errors > 0);
+    }
+
+    #[tokio::test]
+    async fn a_split_run_keeps_the_leading_operations_apart() {
+        // 200/s for 50 ms: operations 0..10; the first three take 20 ms (a lower bound, never flaky),
+        // operation 5 fails.
+        let run = open_loop_split(
+            200.0,
+            Duration::from_millis(50),
+            16,
+            3,
+            |sequence| async move {
+                let pause = if sequence < 3 { 20 } else { 0 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                sequence != 5
+            },
+        )
+        .await;
+        assert_eq!((run.leading.operations, run.leading.errors), (3, 0));
+        assert_eq!((run.rest.operations, run.rest.errors), (6, 1));
+        assert_eq!((run.all.operations, run.all.errors), (9, 1));
+        assert!(run.leading.percentile(0.0) >= Duration::from_millis(20));
+        assert_eq!(run.all.latencies_micros.len(), 9);
     }
 }
