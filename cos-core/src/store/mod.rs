@@ -196,24 +196,30 @@ impl NewestRows {
     /// newest event with kind 0 and the newest snapshot with kind 1.
     const SNAPSHOT_KIND: i64 = 1;
 
-    /// Sorts one row of a `newest_rows` statement (its `kind`, `revision` and `payload` columns) into its
-    /// place.
-    pub(crate) fn place(
-        &mut self,
-        kind: i64,
-        revision: i64,
-        payload: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let row = StoredRow {
-            revision: sql_errors::revision_from_row(revision)?,
-            payload,
-        };
-        if kind == Self::SNAPSHOT_KIND {
-            self.snapshot = Some(row);
-        } else {
-            self.event = Some(row);
+    /// Collects the rows of a `newest_rows` statement, whichever the database: columns `kind`, `revision`
+    /// and `payload`.
+    pub(crate) fn from_rows<R>(rows: Vec<R>) -> Result<Self, StoreError>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let mut newest = Self::default();
+        for row in rows {
+            let kind: i64 = row.try_get(0).map_err(sql_errors::store_error)?;
+            let revision: i64 = row.try_get(1).map_err(sql_errors::store_error)?;
+            let stored = StoredRow {
+                revision: sql_errors::revision_from_row(revision)?,
+                payload: row.try_get(2).map_err(sql_errors::store_error)?,
+            };
+            if kind == Self::SNAPSHOT_KIND {
+                newest.snapshot = Some(stored);
+            } else {
+                newest.event = Some(stored);
+            }
         }
-        Ok(())
+        Ok(newest)
     }
 
     /// The state the rows stand for: the newer of the two (a snapshot wins a tie, it is the same state).

@@ -242,15 +242,7 @@ impl Journal for PostgresJournal {
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        let mut newest = NewestRows::default();
-        for row in rows {
-            newest.place(
-                row.try_get(0).map_err(store_error)?,
-                row.try_get(1).map_err(store_error)?,
-                row.try_get(2).map_err(store_error)?,
-            )?;
-        }
-        Ok(newest)
+        NewestRows::from_rows(rows)
     }
 
     async fn events_after(
