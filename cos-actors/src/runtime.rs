@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cos_core::handler::WriteHandler;
 use cos_core::settings::EntityTypeSettings;
-use cos_core::store::{Journal, JournalWriter, RecoveryReader};
+use cos_core::store::{Journal, JournalWriter};
 
 /// Everything the entities of one type share; built once at start-up.
 pub struct EntityTypeRuntime {
@@ -12,8 +12,6 @@ pub struct EntityTypeRuntime {
     pub handler: Arc<dyn WriteHandler>,
     pub journal: Arc<dyn Journal>,
     pub writer: JournalWriter,
-    /// Where entities read their stored state: concurrent recoveries share a statement.
-    pub recovery: RecoveryReader,
     /// `COS_NUM_SHARDS`, identical on every node.
     pub num_shards: u32,
 }

@@ -17,10 +17,7 @@ use cos_core::settings::{Settings, StoreSettings};
 use cos_core::store::postgres::PostgresJournal;
 use cos_core::store::read_sides::ReadSideStore;
 use cos_core::store::sqlite::SqliteJournal;
-use cos_core::store::{
-    Journal, JournalWriter, RecoveryOptions, RecoveryReader, ShardCommits, StoreError,
-    WriterOptions,
-};
+use cos_core::store::{Journal, JournalWriter, ShardCommits, StoreError, WriterOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -126,10 +123,6 @@ impl RunningNode {
         let commits = ShardCommits::new(settings.num_shards);
         let (writer, writer_task) =
             JournalWriter::spawn(journal.clone(), writer_options, commits.clone());
-        let recovery = RecoveryReader::spawn(
-            journal.clone(),
-            recovery_options(&settings.store, writer_options),
-        );
 
         let mut runtimes = Vec::new();
         for entity_type in settings.entity_types.types.values() {
@@ -148,7 +141,6 @@ impl RunningNode {
                 handler,
                 journal: journal.clone(),
                 writer: writer.clone(),
-                recovery: recovery.clone(),
                 num_shards: settings.num_shards,
             }));
         }
@@ -424,25 +416,6 @@ fn writer_options(store: &StoreSettings) -> WriterOptions {
     WriterOptions {
         max_concurrent_batches,
         ..WriterOptions::default()
-    }
-}
-
-/// How recoveries are read: on PostgreSQL, concurrent ones share a statement, on the connections the writer
-/// leaves free; SQLite reads each by itself on its own connections (it gains nothing from one statement).
-fn recovery_options(store: &StoreSettings, writer: WriterOptions) -> RecoveryOptions {
-    match store {
-        StoreSettings::Sqlite(_) => RecoveryOptions {
-            max_batch_keys: 1,
-            max_concurrent_reads: usize::try_from(cos_core::store::sqlite::JOURNAL_CONNECTIONS)
-                .unwrap_or(1),
-        },
-        StoreSettings::Postgres(postgres) => RecoveryOptions {
-            max_concurrent_reads: usize::try_from(postgres.pool_max_size)
-                .unwrap_or(1)
-                .saturating_sub(writer.max_concurrent_batches)
-                .max(1),
-            ..RecoveryOptions::default()
-        },
     }
 }
 

@@ -364,17 +364,17 @@ impl EntityState {
         if self.current.is_some() {
             return Ok(());
         }
-        let stored = self
-            .runtime
-            .recovery
-            .latest_state(self.key.clone())
-            .await
-            .map_err(|error| match error {
-                StoreError::Corrupt(reason) => {
-                    CommandError::Internal(format!("cannot recover {}: {reason}", self.key))
-                }
-                other => CommandError::StoreUnavailable(other.to_string()),
-            })?;
+        let stored =
+            self.runtime
+                .journal
+                .latest_state(&self.key)
+                .await
+                .map_err(|error| match error {
+                    StoreError::Corrupt(reason) => {
+                        CommandError::Internal(format!("cannot recover {}: {reason}", self.key))
+                    }
+                    other => CommandError::StoreUnavailable(other.to_string()),
+                })?;
         let recovered = match stored {
             Some(stored) => {
                 tracing::debug!(entity = %self.key, revision = stored.revision, source = ?stored.source,

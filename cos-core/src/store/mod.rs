@@ -8,7 +8,6 @@
 mod commits;
 pub mod postgres;
 pub mod read_sides;
-mod recovery;
 pub mod snapshot_policy;
 mod sql_errors;
 pub mod sqlite;
@@ -21,7 +20,6 @@ use crate::domain::{EntityKey, Revision};
 use crate::proto::chief_of_state::v1::{EventWrapper, StateWrapper};
 
 pub use commits::ShardCommits;
-pub use recovery::{RecoveryOptions, RecoveryReader};
 pub use writer::{JournalWriter, WriterOptions};
 
 /// Manifest stored beside each event payload (the original's serializer manifest).
@@ -147,20 +145,6 @@ pub trait Journal: Send + Sync + 'static {
     /// and a second round trip would delay the first command of every entity.
     async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError>;
 
-    /// [`Journal::newest_rows`] of several entities, in the order of `keys`, in as few statements as the
-    /// backend allows (PostgreSQL: one; otherwise one per entity). A row that cannot be read fails only its
-    /// own entity; the outer error means nothing was read.
-    async fn newest_rows_of_many(
-        &self,
-        keys: &[EntityKey],
-    ) -> Result<Vec<Result<NewestRows, StoreError>>, StoreError> {
-        let mut outcomes = Vec::with_capacity(keys.len());
-        for key in keys {
-            outcomes.push(self.newest_rows(key).await);
-        }
-        Ok(outcomes)
-    }
-
     /// Events of an entity with a revision above `after`, in revision order.
     async fn events_after(
         &self,
@@ -225,29 +209,17 @@ impl NewestRows {
         for row in rows {
             let kind: i64 = row.try_get(0).map_err(sql_errors::store_error)?;
             let revision: i64 = row.try_get(1).map_err(sql_errors::store_error)?;
-            let payload: Vec<u8> = row.try_get(2).map_err(sql_errors::store_error)?;
-            newest.place(kind, revision, payload)?;
+            let stored = StoredRow {
+                revision: sql_errors::revision_from_row(revision)?,
+                payload: row.try_get(2).map_err(sql_errors::store_error)?,
+            };
+            if kind == Self::SNAPSHOT_KIND {
+                newest.snapshot = Some(stored);
+            } else {
+                newest.event = Some(stored);
+            }
         }
         Ok(newest)
-    }
-
-    /// Puts one row of a `newest_rows` statement where its `kind` says.
-    pub(crate) fn place(
-        &mut self,
-        kind: i64,
-        revision: i64,
-        payload: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let stored = StoredRow {
-            revision: sql_errors::revision_from_row(revision)?,
-            payload,
-        };
-        if kind == Self::SNAPSHOT_KIND {
-            self.snapshot = Some(stored);
-        } else {
-            self.event = Some(stored);
-        }
-        Ok(())
     }
 
     /// The state the rows stand for: the newer of the two (a snapshot wins a tie, it is the same state).

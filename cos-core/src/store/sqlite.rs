@@ -26,9 +26,6 @@ use write_gate::WriteGate;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// Connections of the journal's pool (the read sides open their own): reads run on them side by side.
-pub const JOURNAL_CONNECTIONS: u32 = 4;
-
 /// A journal and snapshot store in one SQLite file.
 pub struct SqliteJournal {
     pool: SqlitePool,
@@ -40,7 +37,7 @@ pub struct SqliteJournal {
 impl SqliteJournal {
     /// Opens (creating if needed) `cos.db` in the data directory and applies pending migrations.
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
-        Self::open_with(settings, SqliteSynchronous::Full, JOURNAL_CONNECTIONS).await
+        Self::open_with(settings, SqliteSynchronous::Full, 4).await
     }
 
     /// A second handle on the same file for read-side workers: their offset writes do not wait for an

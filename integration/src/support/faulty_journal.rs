@@ -21,7 +21,6 @@ pub struct FaultyJournal {
     refused_call: AtomicUsize,
     append_calls: AtomicUsize,
     recovery_reads: AtomicUsize,
-    recovery_statements: AtomicUsize,
 }
 
 impl FaultyJournal {
@@ -34,7 +33,6 @@ impl FaultyJournal {
             refused_call: AtomicUsize::new(0),
             append_calls: AtomicUsize::new(0),
             recovery_reads: AtomicUsize::new(0),
-            recovery_statements: AtomicUsize::new(0),
         }
     }
 
@@ -69,11 +67,6 @@ impl FaultyJournal {
     /// How many times an entity's newest rows were read: once per recovery from the store.
     pub fn recovery_reads(&self) -> usize {
         self.recovery_reads.load(Ordering::SeqCst)
-    }
-
-    /// How many recovery calls (each one statement on PostgreSQL) reached this journal.
-    pub fn recovery_statements(&self) -> usize {
-        self.recovery_statements.load(Ordering::SeqCst)
     }
 
     /// Counts the call, waits the delay, fails it if asked; returns its number.
@@ -119,17 +112,7 @@ impl Journal for FaultyJournal {
 
     async fn newest_rows(&self, key: &EntityKey) -> Result<NewestRows, StoreError> {
         self.recovery_reads.fetch_add(1, Ordering::SeqCst);
-        self.recovery_statements.fetch_add(1, Ordering::SeqCst);
         self.inner.newest_rows(key).await
-    }
-
-    async fn newest_rows_of_many(
-        &self,
-        keys: &[EntityKey],
-    ) -> Result<Vec<Result<NewestRows, StoreError>>, StoreError> {
-        self.recovery_reads.fetch_add(keys.len(), Ordering::SeqCst);
-        self.recovery_statements.fetch_add(1, Ordering::SeqCst);
-        self.inner.newest_rows_of_many(keys).await
     }
 
     async fn events_after(

@@ -245,55 +245,6 @@ impl Journal for PostgresJournal {
         NewestRows::from_rows(rows)
     }
 
-    async fn newest_rows_of_many(
-        &self,
-        keys: &[EntityKey],
-    ) -> Result<Vec<Result<NewestRows, StoreError>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT k.ordinal, 0::int8 AS kind, e.revision, e.payload \
-             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS k(entity_type, entity_id, ordinal) \
-             CROSS JOIN LATERAL (SELECT revision, event_payload AS payload FROM cos_journal AS j \
-             WHERE j.entity_type = k.entity_type AND j.entity_id = k.entity_id ORDER BY revision DESC LIMIT 1) AS e \
-             UNION ALL \
-             SELECT k.ordinal, 1::int8, s.revision, s.payload \
-             FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS k(entity_type, entity_id, ordinal) \
-             CROSS JOIN LATERAL (SELECT revision, snapshot_payload AS payload FROM cos_snapshots AS c \
-             WHERE c.entity_type = k.entity_type AND c.entity_id = k.entity_id ORDER BY revision DESC LIMIT 1) AS s",
-        )
-        .bind(keys.iter().map(|key| key.entity_type.as_str()).collect::<Vec<_>>())
-        .bind(keys.iter().map(|key| key.entity_id.as_str()).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        let mut outcomes: Vec<Result<NewestRows, StoreError>> =
-            keys.iter().map(|_| Ok(NewestRows::default())).collect();
-        for row in rows {
-            let ordinal: i64 = row.try_get(0).map_err(store_error)?;
-            let Some(outcome) = usize::try_from(ordinal)
-                .ok()
-                .and_then(|ordinal| ordinal.checked_sub(1))
-                .and_then(|index| outcomes.get_mut(index))
-            else {
-                return Err(StoreError::Corrupt(format!(
-                    "recovery row for entity {ordinal} of {}",
-                    keys.len()
-                )));
-            };
-            let placed = match outcome {
-                Ok(newest) => newest.place(
-                    row.try_get(1).map_err(store_error)?,
-                    row.try_get(2).map_err(store_error)?,
-                    row.try_get(3).map_err(store_error)?,
-                ),
-                Err(_) => continue,
-            };
-            if let Err(error) = placed {
-                *outcome = Err(error);
-            }
-        }
-        Ok(outcomes)
-    }
-
     async fn events_after(
         &self,
         key: &EntityKey,
