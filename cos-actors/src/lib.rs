@@ -1,10 +1,12 @@
 //! Chief of State actors. A command goes gateway -> [`router`] -> [`region`] (one per entity type) ->
-//! [`shard`] -> [`entity`]. Entities are local actors, never remotable; only regions (and, later, the
+//! [`shard`] -> [`entity`]; once a shard runs here and is not moving, the router skips the region
+//! ([`direct_shards`]). Entities are local actors, never remotable; only regions (and, later, the
 //! coordinator and membership actors) cross nodes. [`readside`] workers deliver each shard's events to the
 //! read handlers from the node that owns the shard.
 
 pub mod census;
 pub mod cluster;
+pub mod direct_shards;
 pub mod entity;
 pub mod envelope;
 pub mod passivation;

@@ -13,6 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use ractor_cluster::RactorMessage;
 
 use crate::cluster::routing::{Forwarded, RegionCluster, forward, resolve_home};
+use crate::direct_shards::DirectShards;
 use crate::envelope::EntityEnvelope;
 use crate::passivation::PassivationBudget;
 use crate::runtime::EntityTypeRuntime;
@@ -60,6 +61,8 @@ pub struct RegionArguments {
     pub budget: Arc<PassivationBudget>,
     /// `None` on a single node.
     pub cluster: Option<RegionCluster>,
+    /// Where the region lists the shards the router may send to directly.
+    pub direct_shards: DirectShards,
 }
 
 /// The state of a region actor.
@@ -78,6 +81,8 @@ pub struct RegionState {
     epochs: HashMap<u32, u64>,
     /// The coordinator's node when homes were last learned: a new coordinator means re-checking them.
     coordinator: Option<String>,
+    /// Kept in step with `shards`, `homes` and `handing_off` by [`RegionState::relist`].
+    direct_shards: DirectShards,
 }
 
 /// The shard region actor.
@@ -114,6 +119,7 @@ impl Actor for RegionActor {
             handing_off: HashMap::new(),
             epochs: HashMap::new(),
             coordinator: None,
+            direct_shards: arguments.direct_shards,
         })
     }
 
@@ -122,6 +128,7 @@ impl Actor for RegionActor {
         myself: ActorRef<Self::Msg>,
         state: &mut RegionState,
     ) -> Result<(), ActorProcessingErr> {
+        state.direct_shards.retain(|_| false);
         for (_, waiting) in state.resolving.drain() {
             for envelope in waiting {
                 envelope.answer(Err(CommandError::Retry(
@@ -148,6 +155,7 @@ impl Actor for RegionActor {
             RegionMessage::RetryResolve(shard) => state.resolve_waiting(&myself, shard),
             RegionMessage::ForgetHome(shard) => {
                 state.homes.remove(&shard);
+                state.relist(shard);
             }
             RegionMessage::ViewChanged => state.view_changed(&myself),
             RegionMessage::LocalShards(reply) => {
@@ -158,10 +166,12 @@ impl Actor for RegionActor {
                 for reply in state.handing_off.remove(&shard).unwrap_or_default() {
                     let _ = reply.send(drained);
                 }
+                state.relist(shard);
                 state.resolve_waiting(&myself, shard);
             }
             RegionMessage::Reroute(shard, mut envelope) => {
                 state.homes.remove(&shard);
+                state.relist(shard);
                 envelope.reroutes += 1;
                 if envelope.reroutes > MAX_REROUTES {
                     envelope.answer(Err(CommandError::Retry(format!(
@@ -190,13 +200,53 @@ impl Actor for RegionActor {
             _ => None,
         };
         if let Some(actor_id) = stopped {
-            state.shards.retain(|_, shard| shard.get_id() != actor_id);
+            let gone: Vec<u32> = state
+                .shards
+                .iter()
+                .filter(|(_, shard)| shard.get_id() == actor_id)
+                .map(|(shard, _)| *shard)
+                .collect();
+            for shard in gone {
+                state.shards.remove(&shard);
+                state.relist(shard);
+            }
         }
         Ok(())
     }
 }
 
 impl RegionState {
+    /// Lists a shard for direct delivery, or unlists it, by the rule of [`DirectShards`]: its actor runs here,
+    /// it is not being handed off, and in a cluster the cached home is this node. Called after every change
+    /// to one of those for that shard.
+    fn relist(&self, shard: u32) {
+        let homed_here = match &self.cluster {
+            None => true,
+            Some(cluster) => self
+                .homes
+                .get(&shard)
+                .is_some_and(|home| *home == cluster.self_name),
+        };
+        match self.shards.get(&shard) {
+            Some(actor) if homed_here && !self.handing_off.contains_key(&shard) => {
+                self.direct_shards.list(shard, actor.clone());
+            }
+            _ => self.direct_shards.unlist(shard),
+        }
+    }
+
+    /// Unlists every shard whose cached home is no longer this node (after homes were forgotten in bulk).
+    fn unlist_unhomed(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        self.direct_shards.retain(|shard| {
+            self.homes
+                .get(&shard)
+                .is_some_and(|home| *home == cluster.self_name)
+        });
+    }
+
     async fn deliver(&mut self, myself: &ActorRef<RegionMessage>, envelope: Box<EntityEnvelope>) {
         let shard = shard_of(envelope.entity_id.as_str(), self.runtime.num_shards);
         let Some(cluster) = self.cluster.clone() else {
@@ -211,6 +261,7 @@ impl RegionState {
                 return;
             }
             self.homes.remove(&shard);
+            self.relist(shard);
         }
         let waiting = self.resolving.entry(shard).or_default();
         waiting.push(envelope);
@@ -255,10 +306,14 @@ impl RegionState {
             return;
         }
         let Some(actor) = self.shards.remove(&shard) else {
+            self.relist(shard);
             let _ = reply.send(true);
             return;
         };
         self.handing_off.insert(shard, vec![reply]);
+        // Unlisted before the drain starts: a request sent directly after this is refused by the draining
+        // shard and handed to the region, which holds it until the hand-off is over.
+        self.relist(shard);
         let region = myself.clone();
         tokio::spawn(async move {
             let drained = actor.drain_and_wait(Some(DRAIN_TIMEOUT)).await.is_ok();
@@ -296,6 +351,7 @@ impl RegionState {
             Ok(home) => {
                 let waiting = self.resolving.remove(&shard).unwrap_or_default();
                 self.homes.insert(shard, home.clone());
+                self.relist(shard);
                 for envelope in waiting {
                     self.route(myself, &cluster, shard, &home, envelope).await;
                 }
@@ -374,6 +430,7 @@ impl RegionState {
         if coordinator != self.coordinator {
             self.coordinator = coordinator.clone();
             self.homes.clear();
+            self.unlist_unhomed();
             if coordinator.is_some() {
                 self.reconcile_local_shards(myself, &cluster);
             }
@@ -381,6 +438,7 @@ impl RegionState {
         }
         self.homes
             .retain(|_, home| view.shard_hosts().any(|member| member.name == *home));
+        self.unlist_unhomed();
     }
 
     fn reconcile_local_shards(&self, myself: &ActorRef<RegionMessage>, cluster: &RegionCluster) {
@@ -424,6 +482,7 @@ impl RegionState {
             actor.cast(ShardMessage::Deliver(envelope))
         {
             self.shards.remove(&shard);
+            self.relist(shard);
             envelope.answer(Err(CommandError::Retry(format!(
                 "shard {shard} stopped unexpectedly; retry"
             ))));
@@ -446,6 +505,7 @@ impl RegionState {
                 CommandError::Internal(format!("cannot start shard {shard}: {error}"))
             })?;
         self.shards.insert(shard, actor.clone());
+        self.relist(shard);
         Ok(actor)
     }
 }

@@ -1,5 +1,6 @@
-//! The entry point the gateway uses: picks the region of the requested entity type, sends the request, and
-//! waits for the answer with the right error when none comes.
+//! The entry point the gateway uses: picks the region of the requested entity type, sends the request (to
+//! the entity's shard directly when the region lists it as hosted here, see [`DirectShards`]), and waits for
+//! the answer with the right error when none comes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,15 +9,18 @@ use std::time::Duration;
 use cos_core::domain::{EntityId, EntityType};
 use cos_core::error::CommandError;
 use cos_core::proto::chief_of_state::v1::StateWrapper;
-use ractor::{Actor, ActorRef};
+use cos_core::sharding::shard_of;
+use ractor::{Actor, ActorRef, MessagingErr};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::cluster::routing::RegionCluster;
+use crate::direct_shards::DirectShards;
 use crate::envelope::{EntityEnvelope, EntityRequest};
 use crate::passivation::PassivationBudget;
 use crate::region::{RegionActor, RegionArguments, RegionMessage};
 use crate::runtime::EntityTypeRuntime;
+use crate::shard::ShardMessage;
 
 /// How long after a command's deadline we still wait for its reply: the entity stops calling the handler at
 /// the deadline, but a write already started must be allowed to finish so its outcome can be reported.
@@ -33,8 +37,34 @@ pub enum RouterError {
 
 /// Routes requests to the shard regions of this node, one region per entity type.
 pub struct EntityRouter {
-    regions: HashMap<EntityType, ActorRef<RegionMessage>>,
+    regions: HashMap<EntityType, RegionRoute>,
     default_type: EntityType,
+}
+
+/// How requests reach the entities of one type: through the region, or straight to a shard it lists.
+struct RegionRoute {
+    region: ActorRef<RegionMessage>,
+    direct_shards: DirectShards,
+    num_shards: u32,
+}
+
+impl RegionRoute {
+    /// Sends to the entity's shard if the region lists it, otherwise (or if that shard just stopped taking
+    /// requests) to the region. `false` when neither took the request.
+    fn send(&self, envelope: Box<EntityEnvelope>) -> bool {
+        let shard = shard_of(envelope.entity_id.as_str(), self.num_shards);
+        let envelope = match self.direct_shards.get(shard) {
+            Some(actor) => match actor.cast(ShardMessage::Deliver(envelope)) {
+                Ok(()) => return true,
+                // Draining for a hand-off, or stopped: the region knows what to do with it.
+                Err(MessagingErr::SendErr(ShardMessage::Deliver(envelope))) => envelope,
+                // Not produced by a typed local send; the request never reached the shard.
+                Err(_) => return false,
+            },
+            None => envelope,
+        };
+        self.region.cast(RegionMessage::Deliver(envelope)).is_ok()
+    }
 }
 
 impl EntityRouter {
@@ -48,10 +78,13 @@ impl EntityRouter {
         let mut regions = HashMap::new();
         for runtime in runtimes {
             let entity_type = runtime.settings.name.clone();
+            let num_shards = runtime.num_shards;
+            let direct_shards = DirectShards::default();
             let arguments = RegionArguments {
                 runtime,
                 budget: budget.clone(),
                 cluster: cluster.clone(),
+                direct_shards: direct_shards.clone(),
             };
             let (region, _join) =
                 Actor::spawn(None, RegionActor, arguments)
@@ -60,7 +93,14 @@ impl EntityRouter {
                         entity_type: entity_type.to_string(),
                         reason: error.to_string(),
                     })?;
-            regions.insert(entity_type, region);
+            regions.insert(
+                entity_type,
+                RegionRoute {
+                    region,
+                    direct_shards,
+                    num_shards,
+                },
+            );
         }
         if !regions.contains_key(&default_type) {
             return Err(RouterError::MissingDefaultType(default_type.to_string()));
@@ -75,7 +115,7 @@ impl EntityRouter {
     pub fn regions(&self) -> HashMap<String, ActorRef<RegionMessage>> {
         self.regions
             .iter()
-            .map(|(entity_type, region)| (entity_type.as_str().to_string(), region.clone()))
+            .map(|(entity_type, route)| (entity_type.as_str().to_string(), route.region.clone()))
             .collect()
     }
 
@@ -100,7 +140,7 @@ impl EntityRouter {
         request: EntityRequest,
         timeout: Duration,
     ) -> Result<StateWrapper, CommandError> {
-        let region = self
+        let route = self
             .regions
             .get(entity_type)
             .ok_or_else(|| CommandError::UnknownEntityType(entity_type.to_string()))?;
@@ -115,9 +155,9 @@ impl EntityRouter {
             reroutes: 0,
             reply,
         });
-        if region.cast(RegionMessage::Deliver(envelope)).is_err() {
+        if !route.send(envelope) {
             return Err(CommandError::Retry(format!(
-                "shard region of {entity_type} is not running"
+                "the shard region of {entity_type} is not running; retry"
             )));
         }
         let wait_until = if is_command {
@@ -145,13 +185,159 @@ impl EntityRouter {
 
     /// Stops every region (and with them their shards and entities) and waits for them to finish.
     pub async fn stop(&self) {
-        for region in self.regions.values() {
-            let _already_stopped = region
+        for route in self.regions.values() {
+            let _already_stopped = route
+                .region
                 .stop_and_wait(
                     Some("node shutting down".to_string()),
                     Some(Duration::from_secs(30)),
                 )
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router's choice between a listed shard and the region, with real actors standing in for both
+    //! (they record what reaches them).
+
+    use std::sync::Mutex;
+
+    use ractor::{ActorProcessingErr, ActorRef};
+
+    use super::*;
+
+    /// Stands in for a shard: records the entity ids of the requests it receives.
+    struct ShardRecorder;
+
+    type Received = Arc<Mutex<Vec<String>>>;
+
+    fn record(received: &Received, envelope: &EntityEnvelope) {
+        if let Ok(mut ids) = received.lock() {
+            ids.push(envelope.entity_id.as_str().to_string());
+        }
+    }
+
+    impl Actor for ShardRecorder {
+        type Msg = ShardMessage;
+        type State = Received;
+        type Arguments = Received;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            received: Received,
+        ) -> Result<Received, ActorProcessingErr> {
+            Ok(received)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: ShardMessage,
+            received: &mut Received,
+        ) -> Result<(), ActorProcessingErr> {
+            if let ShardMessage::Deliver(envelope) = message {
+                record(received, &envelope);
+            }
+            Ok(())
+        }
+    }
+
+    /// Stands in for the region: records the entity ids of the requests it receives.
+    struct RegionRecorder;
+
+    impl Actor for RegionRecorder {
+        type Msg = RegionMessage;
+        type State = Received;
+        type Arguments = Received;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            received: Received,
+        ) -> Result<Received, ActorProcessingErr> {
+            Ok(received)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: RegionMessage,
+            received: &mut Received,
+        ) -> Result<(), ActorProcessingErr> {
+            if let RegionMessage::Deliver(envelope) = message {
+                record(received, &envelope);
+            }
+            Ok(())
+        }
+    }
+
+    fn envelope(entity_id: &str) -> Box<EntityEnvelope> {
+        let (reply, _answer) = oneshot::channel();
+        Box::new(EntityEnvelope {
+            entity_id: EntityId::parse(entity_id).expect("a valid test id"),
+            request: EntityRequest::GetState,
+            deadline: Instant::now() + Duration::from_secs(5),
+            from_remote: false,
+            reroutes: 0,
+            reply,
+        })
+    }
+
+    fn ids(received: &Received) -> Vec<String> {
+        received.lock().map(|ids| ids.clone()).unwrap_or_default()
+    }
+
+    /// Waits (up to 5 s, for busy machines) until `received` holds `count` requests.
+    async fn wait_for(received: &Received, count: usize) {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while ids(received).len() < count && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_skip_the_region_only_for_a_listed_shard_that_still_takes_them() {
+        let at_region = Received::default();
+        let at_shard = Received::default();
+        let (region, _region_join) = Actor::spawn(None, RegionRecorder, at_region.clone())
+            .await
+            .expect("region recorder starts");
+        let (shard, shard_join) = Actor::spawn(None, ShardRecorder, at_shard.clone())
+            .await
+            .expect("shard recorder starts");
+        let route = RegionRoute {
+            region: region.clone(),
+            direct_shards: DirectShards::default(),
+            num_shards: 1,
+        };
+
+        assert!(route.send(envelope("unlisted")));
+        wait_for(&at_region, 1).await;
+        assert_eq!(ids(&at_region), ["unlisted"]);
+        assert!(ids(&at_shard).is_empty());
+
+        route.direct_shards.list(0, shard.clone());
+        assert!(route.send(envelope("listed")));
+        wait_for(&at_shard, 1).await;
+        assert_eq!(ids(&at_shard), ["listed"]);
+        assert_eq!(ids(&at_region), ["unlisted"]);
+
+        // A shard that stops taking requests (a hand-off drains it) hands the request back to the region.
+        shard
+            .drain_and_wait(Some(Duration::from_secs(5)))
+            .await
+            .expect("shard recorder drains");
+        let _ = shard_join.await;
+        assert!(route.send(envelope("refused")));
+        wait_for(&at_region, 2).await;
+        assert_eq!(ids(&at_region), ["unlisted", "refused"]);
+        assert_eq!(ids(&at_shard), ["listed"]);
+
+        route.direct_shards.unlist(0);
+        assert!(route.direct_shards.is_empty());
+        region.stop(None);
     }
 }

@@ -1,0 +1,65 @@
+//! The shards of one entity type that this node hosts and that the router may send to directly, skipping the
+//! region actor: one task hand-over fewer on every request (each costs a cross-thread wake-up on a busy node,
+//! more than the region's own work).
+//!
+//! The region alone decides what is listed. A shard is listed while its actor runs here, no hand-off of it is
+//! under way and, in a cluster, the coordinator's answer cached in the region names this node; anything else
+//! (a shard being resolved, moving, or homed elsewhere) goes through the region as before. A request sent to a
+//! listed shard just as its hand-off starts is either queued before the shard's drain marker (and run by it,
+//! like every request the region sent before the hand-off) or refused with the request handed back, which the
+//! router then gives to the region.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use ractor::ActorRef;
+
+use crate::shard::ShardMessage;
+
+/// A shared, region-maintained list of shard actors that may be sent to directly.
+#[derive(Clone, Default)]
+pub struct DirectShards {
+    listed: Arc<RwLock<HashMap<u32, ActorRef<ShardMessage>>>>,
+}
+
+impl DirectShards {
+    /// The shard's actor if requests for it may skip the region.
+    pub fn get(&self, shard: u32) -> Option<ActorRef<ShardMessage>> {
+        self.read().get(&shard).cloned()
+    }
+
+    /// Lists a shard (the region has checked that it is hosted here and not moving).
+    pub(crate) fn list(&self, shard: u32, actor: ActorRef<ShardMessage>) {
+        self.write().insert(shard, actor);
+    }
+
+    /// Unlists a shard: from now on its requests go through the region.
+    pub(crate) fn unlist(&self, shard: u32) {
+        self.write().remove(&shard);
+    }
+
+    /// Keeps only the shards `keep` accepts.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(u32) -> bool) {
+        self.write().retain(|shard, _| keep(*shard));
+    }
+
+    /// How many shards are listed (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no shard is listed.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    // A panic while holding the lock cannot leave the map half-changed (every change is one map call), so a
+    // poisoned lock is still consistent.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, ActorRef<ShardMessage>>> {
+        self.listed.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, ActorRef<ShardMessage>>> {
+        self.listed.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
