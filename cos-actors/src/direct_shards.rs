@@ -8,6 +8,12 @@
 //! listed shard just as its hand-off starts is either queued before the shard's drain marker (and run by it,
 //! like every request the region sent before the hand-off) or refused with the request handed back, which the
 //! router then gives to the region.
+//!
+//! Order: a request sent after another's answer always runs after it. Requests in flight at the same time
+//! had no defined order before either (each gRPC call runs in its own task before it reaches the router); now
+//! one that arrives just after its shard is listed may also overtake requests the region is still handing
+//! over (those that waited for the shard's home or for its actor to start). Each entity still runs its
+//! requests one at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};

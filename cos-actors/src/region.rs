@@ -1,7 +1,8 @@
 //! The shard region of one entity type on this node: maps an entity id to its shard (Java-compatible hash)
 //! and routes to the shard's home. A single node hosts every shard. In a cluster the region asks the
 //! coordinator where a shard lives (buffering its requests meanwhile, in order), remembers the answer, and
-//! either delivers locally or forwards to the home node's region endpoint.
+//! either delivers locally or forwards to the home node's region endpoint. It also lists, for the router, the
+//! local shards that requests may reach without passing through it ([`DirectShards`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

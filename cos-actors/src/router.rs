@@ -287,7 +287,7 @@ mod tests {
     }
 
     fn ids(received: &Received) -> Vec<String> {
-        received.lock().map(|ids| ids.clone()).unwrap_or_default()
+        received.lock().expect("recorder lock").clone()
     }
 
     /// Waits (up to 5 s, for busy machines) until `received` holds `count` requests.
@@ -338,6 +338,74 @@ mod tests {
 
         route.direct_shards.unlist(0);
         assert!(route.direct_shards.is_empty());
+        region.stop(None);
+    }
+
+    /// Requests sent while the listed shard starts draining (on another thread) each reach exactly one of the
+    /// shard and the region: none is lost, none is delivered twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_racing_direct_sends_neither_loses_nor_duplicates_a_request() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        /// Requests sent after the drain has certainly begun: all of them must be handed back.
+        const AFTER_DRAIN: usize = 100;
+        let at_region = Received::default();
+        let at_shard = Received::default();
+        let (region, _region_join) = Actor::spawn(None, RegionRecorder, at_region.clone())
+            .await
+            .expect("region recorder starts");
+        let (shard, _shard_join) = Actor::spawn(None, ShardRecorder, at_shard.clone())
+            .await
+            .expect("shard recorder starts");
+        let route = Arc::new(RegionRoute {
+            region: region.clone(),
+            direct_shards: DirectShards::default(),
+            num_shards: 1,
+        });
+        route.direct_shards.list(0, shard.clone());
+        let drained = Arc::new(AtomicBool::new(false));
+
+        let sender = {
+            let route = route.clone();
+            let drained = drained.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                let mut after_drain = 0;
+                while after_drain < AFTER_DRAIN {
+                    if drained.load(Ordering::SeqCst) {
+                        after_drain += 1;
+                    }
+                    assert!(route.send(envelope(&format!("r{sent}"))));
+                    sent += 1;
+                    if sent % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                sent
+            })
+        };
+        // Start the drain from another task while the sender is under way.
+        while ids(&at_shard).len() < 200 {
+            tokio::task::yield_now().await;
+        }
+        shard.drain().expect("drain starts");
+        drained.store(true, Ordering::SeqCst);
+        let sent = sender.await.expect("sender finishes");
+
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while ids(&at_shard).len() + ids(&at_region).len() < sent && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut all = ids(&at_shard);
+        all.extend(ids(&at_region));
+        all.sort_unstable();
+        let mut expected: Vec<String> = (0..sent).map(|index| format!("r{index}")).collect();
+        expected.sort_unstable();
+        assert_eq!(all, expected, "every request reached exactly one actor");
+        assert!(
+            ids(&at_region).len() >= AFTER_DRAIN,
+            "requests sent after the drain began were handed back to the region"
+        );
         region.stop(None);
     }
 }
