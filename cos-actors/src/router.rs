@@ -202,60 +202,55 @@ mod tests {
     //! The router's choice between a listed shard and the region, with real actors standing in for both
     //! (they record what reaches them).
 
+    use std::marker::PhantomData;
     use std::sync::Mutex;
 
-    use ractor::{ActorProcessingErr, ActorRef};
+    use ractor::{ActorProcessingErr, ActorRef, Message};
 
     use super::*;
 
-    /// Stands in for a shard: records the entity ids of the requests it receives.
-    struct ShardRecorder;
-
     type Received = Arc<Mutex<Vec<String>>>;
 
-    fn record(received: &Received, envelope: &EntityEnvelope) {
-        if let Ok(mut ids) = received.lock() {
-            ids.push(envelope.entity_id.as_str().to_string());
-        }
+    /// A message that may carry a request for an entity.
+    trait CarriesRequest: Message {
+        fn entity_id(&self) -> Option<&str>;
     }
 
-    impl Actor for ShardRecorder {
-        type Msg = ShardMessage;
-        type State = Received;
-        type Arguments = Received;
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            received: Received,
-        ) -> Result<Received, ActorProcessingErr> {
-            Ok(received)
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            message: ShardMessage,
-            received: &mut Received,
-        ) -> Result<(), ActorProcessingErr> {
-            if let ShardMessage::Deliver(envelope) = message {
-                record(received, &envelope);
+    impl CarriesRequest for ShardMessage {
+        fn entity_id(&self) -> Option<&str> {
+            match self {
+                ShardMessage::Deliver(envelope) => Some(envelope.entity_id.as_str()),
+                _ => None,
             }
-            Ok(())
         }
     }
 
-    /// Stands in for the region: records the entity ids of the requests it receives.
-    struct RegionRecorder;
+    impl CarriesRequest for RegionMessage {
+        fn entity_id(&self) -> Option<&str> {
+            match self {
+                RegionMessage::Deliver(envelope) => Some(envelope.entity_id.as_str()),
+                _ => None,
+            }
+        }
+    }
 
-    impl Actor for RegionRecorder {
-        type Msg = RegionMessage;
+    /// Stands in for a shard or the region: records the entity ids of the requests it receives.
+    struct Recorder<M>(PhantomData<fn() -> M>);
+
+    impl<M> Recorder<M> {
+        fn new() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<M: CarriesRequest> Actor for Recorder<M> {
+        type Msg = M;
         type State = Received;
         type Arguments = Received;
 
         async fn pre_start(
             &self,
-            _myself: ActorRef<Self::Msg>,
+            _myself: ActorRef<M>,
             received: Received,
         ) -> Result<Received, ActorProcessingErr> {
             Ok(received)
@@ -263,12 +258,15 @@ mod tests {
 
         async fn handle(
             &self,
-            _myself: ActorRef<Self::Msg>,
-            message: RegionMessage,
+            _myself: ActorRef<M>,
+            message: M,
             received: &mut Received,
         ) -> Result<(), ActorProcessingErr> {
-            if let RegionMessage::Deliver(envelope) = message {
-                record(received, &envelope);
+            if let Some(entity_id) = message.entity_id() {
+                received
+                    .lock()
+                    .expect("recorder lock")
+                    .push(entity_id.to_string());
             }
             Ok(())
         }
@@ -298,21 +296,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn requests_skip_the_region_only_for_a_listed_shard_that_still_takes_them() {
+    /// A route of one shard whose region and shard are recorders.
+    struct StandIns {
+        route: Arc<RegionRoute>,
+        shard: ActorRef<ShardMessage>,
+        shard_join: ractor::concurrency::JoinHandle<()>,
+        at_region: Received,
+        at_shard: Received,
+    }
+
+    async fn stand_ins() -> StandIns {
         let at_region = Received::default();
         let at_shard = Received::default();
-        let (region, _region_join) = Actor::spawn(None, RegionRecorder, at_region.clone())
-            .await
-            .expect("region recorder starts");
-        let (shard, shard_join) = Actor::spawn(None, ShardRecorder, at_shard.clone())
-            .await
-            .expect("shard recorder starts");
-        let route = RegionRoute {
-            region: region.clone(),
+        let (region, _region_join) =
+            Actor::spawn(None, Recorder::<RegionMessage>::new(), at_region.clone())
+                .await
+                .expect("region recorder starts");
+        let (shard, shard_join) =
+            Actor::spawn(None, Recorder::<ShardMessage>::new(), at_shard.clone())
+                .await
+                .expect("shard recorder starts");
+        let route = Arc::new(RegionRoute {
+            region,
             direct_shards: DirectShards::default(),
             num_shards: 1,
-        };
+        });
+        StandIns {
+            route,
+            shard,
+            shard_join,
+            at_region,
+            at_shard,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_skip_the_region_only_for_a_listed_shard_that_still_takes_them() {
+        let StandIns {
+            route,
+            shard,
+            shard_join,
+            at_region,
+            at_shard,
+        } = stand_ins().await;
 
         assert!(route.send(envelope("unlisted")));
         wait_for(&at_region, 1).await;
@@ -338,7 +364,7 @@ mod tests {
 
         route.direct_shards.unlist(0);
         assert!(route.direct_shards.is_empty());
-        region.stop(None);
+        route.region.stop(None);
     }
 
     /// Requests sent while the listed shard starts draining (on another thread) each reach exactly one of the
@@ -349,19 +375,13 @@ mod tests {
 
         /// Requests sent after the drain has certainly begun: all of them must be handed back.
         const AFTER_DRAIN: usize = 100;
-        let at_region = Received::default();
-        let at_shard = Received::default();
-        let (region, _region_join) = Actor::spawn(None, RegionRecorder, at_region.clone())
-            .await
-            .expect("region recorder starts");
-        let (shard, _shard_join) = Actor::spawn(None, ShardRecorder, at_shard.clone())
-            .await
-            .expect("shard recorder starts");
-        let route = Arc::new(RegionRoute {
-            region: region.clone(),
-            direct_shards: DirectShards::default(),
-            num_shards: 1,
-        });
+        let StandIns {
+            route,
+            shard,
+            at_region,
+            at_shard,
+            ..
+        } = stand_ins().await;
         route.direct_shards.list(0, shard.clone());
         let drained = Arc::new(AtomicBool::new(false));
 
@@ -406,6 +426,6 @@ mod tests {
             ids(&at_region).len() >= AFTER_DRAIN,
             "requests sent after the drain began were handed back to the region"
         );
-        region.stop(None);
+        route.region.stop(None);
     }
 }
