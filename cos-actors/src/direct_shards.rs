@@ -49,12 +49,7 @@ impl DirectShards {
         self.write().retain(|shard, _| keep(*shard));
     }
 
-    /// How many shards are listed (for tests and diagnostics).
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    /// Whether no shard is listed.
+    /// Whether no shard is listed (every request then goes through the region).
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
     }
