@@ -14,29 +14,40 @@
 //! one that arrives just after its shard is listed may also overtake requests the region is still handing
 //! over (those that waited for the shard's home or for its actor to start). Each entity still runs its
 //! requests one at a time.
+//!
+//! A `GetState` of an entity resting in a listed shard is answered from the shard's
+//! [`RestingStates`](crate::resting::RestingStates) while
+//! the list is held, so it cannot race a hand-off either: the region unlists a shard before it drains it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use cos_core::domain::EntityId;
 use ractor::ActorRef;
 
-use crate::shard::ShardMessage;
+use crate::envelope::EntityResult;
+use crate::shard::{HostedShard, ShardMessage};
 
 /// A shared, region-maintained list of shard actors that may be sent to directly.
 #[derive(Clone, Default)]
 pub struct DirectShards {
-    listed: Arc<RwLock<HashMap<u32, ActorRef<ShardMessage>>>>,
+    listed: Arc<RwLock<HashMap<u32, HostedShard>>>,
 }
 
 impl DirectShards {
     /// The shard's actor if requests for it may skip the region.
     pub fn get(&self, shard: u32) -> Option<ActorRef<ShardMessage>> {
-        self.read().get(&shard).cloned()
+        self.read().get(&shard).map(|hosted| hosted.actor.clone())
+    }
+
+    /// The `GetState` answer of an entity resting in a listed shard (`None`: ask the shard or the region).
+    pub fn read_resting(&self, shard: u32, entity_id: &EntityId) -> Option<EntityResult> {
+        self.read().get(&shard)?.resting.read(entity_id)
     }
 
     /// Lists a shard (the region has checked that it is hosted here and not moving).
-    pub(crate) fn list(&self, shard: u32, actor: ActorRef<ShardMessage>) {
-        self.write().insert(shard, actor);
+    pub(crate) fn list(&self, shard: u32, hosted: HostedShard) {
+        self.write().insert(shard, hosted);
     }
 
     /// Unlists a shard: from now on its requests go through the region.
@@ -56,11 +67,11 @@ impl DirectShards {
 
     // A panic while holding the lock cannot leave the map half-changed (every change is one map call), so a
     // poisoned lock is still consistent.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, ActorRef<ShardMessage>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, HostedShard>> {
         self.listed.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, ActorRef<ShardMessage>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, HostedShard>> {
         self.listed.write().unwrap_or_else(PoisonError::into_inner)
     }
 }

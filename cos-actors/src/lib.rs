@@ -1,7 +1,8 @@
 //! Chief of State actors. A command goes gateway -> [`router`] -> [`region`] (one per entity type) ->
 //! [`shard`] -> [`entity`]; once a shard runs here and is not moving, the router skips the region
-//! ([`direct_shards`]). Entities are local actors, never remotable; only regions (and, later, the
-//! coordinator and membership actors) cross nodes. [`readside`] workers deliver each shard's events to the
+//! ([`direct_shards`]), and a read of an entity resting there is answered by the router itself
+//! ([`resting`]). Entities are local actors, never remotable; only regions (and, later, the coordinator and
+//! membership actors) cross nodes. [`readside`] workers deliver each shard's events to the
 //! read handlers from the node that owns the shard.
 
 pub mod census;
@@ -12,6 +13,7 @@ pub mod envelope;
 pub mod passivation;
 pub mod readside;
 pub mod region;
+pub mod resting;
 pub mod router;
 pub mod runtime;
 pub mod shard;

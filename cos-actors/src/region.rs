@@ -17,8 +17,9 @@ use crate::cluster::routing::{Forwarded, RegionCluster, forward, resolve_home};
 use crate::direct_shards::DirectShards;
 use crate::envelope::EntityEnvelope;
 use crate::passivation::PassivationBudget;
+use crate::resting::RestingStates;
 use crate::runtime::EntityTypeRuntime;
-use crate::shard::{ShardActor, ShardArguments, ShardMessage};
+use crate::shard::{HostedShard, ShardActor, ShardArguments, ShardMessage};
 
 /// How long a stopping region waits for its shards (and their entities) to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,7 +72,7 @@ pub struct RegionState {
     runtime: Arc<EntityTypeRuntime>,
     budget: Arc<PassivationBudget>,
     cluster: Option<RegionCluster>,
-    shards: HashMap<u32, ActorRef<ShardMessage>>,
+    shards: HashMap<u32, HostedShard>,
     homes: HashMap<u32, String>,
     /// Requests waiting for the coordinator's answer, per shard, in arrival order.
     #[allow(clippy::vec_box)]
@@ -204,7 +205,7 @@ impl Actor for RegionActor {
             let gone: Vec<u32> = state
                 .shards
                 .iter()
-                .filter(|(_, shard)| shard.get_id() == actor_id)
+                .filter(|(_, hosted)| hosted.actor.get_id() == actor_id)
                 .map(|(shard, _)| *shard)
                 .collect();
             for shard in gone {
@@ -229,8 +230,8 @@ impl RegionState {
                 .is_some_and(|home| *home == cluster.self_name),
         };
         match self.shards.get(&shard) {
-            Some(actor) if homed_here && !self.handing_off.contains_key(&shard) => {
-                self.direct_shards.list(shard, actor.clone());
+            Some(hosted) if homed_here && !self.handing_off.contains_key(&shard) => {
+                self.direct_shards.list(shard, hosted.clone());
             }
             _ => self.direct_shards.unlist(shard),
         }
@@ -306,7 +307,7 @@ impl RegionState {
             waiting.push(reply);
             return;
         }
-        let Some(actor) = self.shards.remove(&shard) else {
+        let Some(HostedShard { actor, .. }) = self.shards.remove(&shard) else {
             self.relist(shard);
             let _ = reply.send(true);
             return;
@@ -470,7 +471,7 @@ impl RegionState {
         envelope: Box<EntityEnvelope>,
     ) {
         let actor = match self.shards.get(&shard) {
-            Some(actor) => actor.clone(),
+            Some(hosted) => hosted.actor.clone(),
             None => match self.start_shard(myself, shard).await {
                 Ok(actor) => actor,
                 Err(error) => {
@@ -495,17 +496,23 @@ impl RegionState {
         myself: &ActorRef<RegionMessage>,
         shard: u32,
     ) -> Result<ActorRef<ShardMessage>, CommandError> {
+        let resting = RestingStates::default();
         let arguments = ShardArguments {
             shard,
             runtime: self.runtime.clone(),
             budget: self.budget.clone(),
+            resting: resting.clone(),
         };
         let (actor, _join) = Actor::spawn_linked(None, ShardActor, arguments, myself.get_cell())
             .await
             .map_err(|error| {
                 CommandError::Internal(format!("cannot start shard {shard}: {error}"))
             })?;
-        self.shards.insert(shard, actor.clone());
+        let hosted = HostedShard {
+            actor: actor.clone(),
+            resting,
+        };
+        self.shards.insert(shard, hosted);
         self.relist(shard);
         Ok(actor)
     }

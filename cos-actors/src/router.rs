@@ -1,6 +1,7 @@
 //! The entry point the gateway uses: picks the region of the requested entity type, sends the request (to
 //! the entity's shard directly when the region lists it as hosted here, see [`DirectShards`]), and waits for
-//! the answer with the right error when none comes.
+//! the answer with the right error when none comes. A `GetState` of an entity resting in such a shard is
+//! answered here, in the caller's task ([`crate::resting`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,10 +50,13 @@ struct RegionRoute {
 }
 
 impl RegionRoute {
+    fn shard_of(&self, entity_id: &EntityId) -> u32 {
+        shard_of(entity_id.as_str(), self.num_shards)
+    }
+
     /// Sends to the entity's shard if the region lists it, otherwise (or if that shard just stopped taking
     /// requests) to the region. `false` when neither took the request.
-    fn send(&self, envelope: Box<EntityEnvelope>) -> bool {
-        let shard = shard_of(envelope.entity_id.as_str(), self.num_shards);
+    fn send(&self, shard: u32, envelope: Box<EntityEnvelope>) -> bool {
         let envelope = match self.direct_shards.get(shard) {
             Some(actor) => match actor.cast(ShardMessage::Deliver(envelope)) {
                 Ok(()) => return true,
@@ -145,6 +149,10 @@ impl EntityRouter {
             .get(entity_type)
             .ok_or_else(|| CommandError::UnknownEntityType(entity_type.to_string()))?;
         let is_command = matches!(request, EntityRequest::ProcessCommand(_));
+        let shard = route.shard_of(&entity_id);
+        if !is_command && let Some(answer) = route.direct_shards.read_resting(shard, &entity_id) {
+            return answer;
+        }
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
         let envelope = Box::new(EntityEnvelope {
@@ -155,7 +163,7 @@ impl EntityRouter {
             reroutes: 0,
             reply,
         });
-        if !route.send(envelope) {
+        if !route.send(shard, envelope) {
             return Err(CommandError::Retry(format!(
                 "the shard region of {entity_type} is not running; retry"
             )));
@@ -208,6 +216,8 @@ mod tests {
     use ractor::{ActorProcessingErr, ActorRef, Message};
 
     use super::*;
+    use crate::resting::RestingStates;
+    use crate::shard::HostedShard;
 
     type Received = Arc<Mutex<Vec<String>>>;
 
@@ -300,6 +310,8 @@ mod tests {
     struct StandIns {
         route: Arc<RegionRoute>,
         shard: ActorRef<ShardMessage>,
+        /// The resting states listed with the shard.
+        resting: RestingStates,
         shard_join: ractor::concurrency::JoinHandle<()>,
         at_region: Received,
         at_shard: Received,
@@ -324,29 +336,42 @@ mod tests {
         StandIns {
             route,
             shard,
+            resting: RestingStates::default(),
             shard_join,
             at_region,
             at_shard,
         }
     }
 
+    impl StandIns {
+        fn hosted(&self) -> HostedShard {
+            HostedShard {
+                actor: self.shard.clone(),
+                resting: self.resting.clone(),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn requests_skip_the_region_only_for_a_listed_shard_that_still_takes_them() {
+        let stand_ins = stand_ins().await;
+        let hosted = stand_ins.hosted();
         let StandIns {
             route,
             shard,
             shard_join,
             at_region,
             at_shard,
-        } = stand_ins().await;
+            ..
+        } = stand_ins;
 
-        assert!(route.send(envelope("unlisted")));
+        assert!(route.send(0, envelope("unlisted")));
         wait_for(&at_region, 1).await;
         assert_eq!(ids(&at_region), ["unlisted"]);
         assert!(ids(&at_shard).is_empty());
 
-        route.direct_shards.list(0, shard.clone());
-        assert!(route.send(envelope("listed")));
+        route.direct_shards.list(0, hosted);
+        assert!(route.send(0, envelope("listed")));
         wait_for(&at_shard, 1).await;
         assert_eq!(ids(&at_shard), ["listed"]);
         assert_eq!(ids(&at_region), ["unlisted"]);
@@ -357,7 +382,7 @@ mod tests {
             .await
             .expect("shard recorder drains");
         let _ = shard_join.await;
-        assert!(route.send(envelope("refused")));
+        assert!(route.send(0, envelope("refused")));
         wait_for(&at_region, 2).await;
         assert_eq!(ids(&at_region), ["unlisted", "refused"]);
         assert_eq!(ids(&at_shard), ["listed"]);
@@ -375,14 +400,16 @@ mod tests {
 
         /// Requests sent after the drain has certainly begun: all of them must be handed back.
         const AFTER_DRAIN: usize = 100;
+        let stand_ins = stand_ins().await;
+        let hosted = stand_ins.hosted();
         let StandIns {
             route,
             shard,
             at_region,
             at_shard,
             ..
-        } = stand_ins().await;
-        route.direct_shards.list(0, shard.clone());
+        } = stand_ins;
+        route.direct_shards.list(0, hosted);
         let drained = Arc::new(AtomicBool::new(false));
 
         let sender = {
@@ -395,7 +422,7 @@ mod tests {
                     if drained.load(Ordering::SeqCst) {
                         after_drain += 1;
                     }
-                    assert!(route.send(envelope(&format!("r{sent}"))));
+                    assert!(route.send(0, envelope(&format!("r{sent}"))));
                     sent += 1;
                     if sent % 16 == 0 {
                         tokio::task::yield_now().await;
@@ -427,5 +454,68 @@ mod tests {
             "requests sent after the drain began were handed back to the region"
         );
         route.region.stop(None);
+    }
+
+    /// A `GetState` of an entity resting in a listed shard is answered by the router itself; unlisted, or for
+    /// a command, the request travels as before.
+    #[tokio::test]
+    async fn a_read_of_an_entity_resting_in_a_listed_shard_needs_no_message() {
+        use cos_core::domain::initial_state;
+        use cos_core::proto::internal::ProcessCommand;
+
+        use crate::census::{CountedRest, EntityCensus};
+
+        let stand_ins = stand_ins().await;
+        let entity_type = EntityType::parse("resting-test").expect("a valid type");
+        let router = EntityRouter {
+            regions: HashMap::from([(
+                entity_type.clone(),
+                RegionRoute {
+                    region: stand_ins.route.region.clone(),
+                    direct_shards: stand_ins.route.direct_shards.clone(),
+                    num_shards: 1,
+                },
+            )]),
+            default_type: entity_type.clone(),
+        };
+        let entity = EntityId::parse("rests").expect("a valid test id");
+        let mut state = initial_state(&entity);
+        if let Some(meta) = state.meta.as_mut() {
+            meta.revision_number = 2;
+        }
+        let census = Arc::new(EntityCensus::default());
+        let counted = CountedRest::new(census);
+        stand_ins
+            .resting
+            .insert(entity.clone(), state, Instant::now(), counted);
+        let ask = |request| {
+            router.ask(
+                &entity_type,
+                entity.clone(),
+                request,
+                Duration::from_millis(200),
+            )
+        };
+
+        let unlisted = ask(EntityRequest::GetState).await;
+        assert!(
+            matches!(unlisted, Err(CommandError::Retry(_))),
+            "the region stand-in drops requests unanswered: {unlisted:?}"
+        );
+        assert_eq!(ids(&stand_ins.at_region), ["rests"]);
+
+        stand_ins.route.direct_shards.list(0, stand_ins.hosted());
+        let read = ask(EntityRequest::GetState)
+            .await
+            .expect("answered from rest");
+        assert_eq!(read.meta.map(|meta| meta.revision_number), Some(2));
+        let command = ask(EntityRequest::ProcessCommand(ProcessCommand::default())).await;
+        assert!(
+            matches!(command, Err(CommandError::OutcomeUnknown(_))),
+            "the shard stand-in drops requests unanswered: {command:?}"
+        );
+        assert_eq!(ids(&stand_ins.at_shard), ["rests"], "only the command");
+        assert_eq!(ids(&stand_ins.at_region), ["rests"]);
+        stand_ins.route.region.stop(None);
     }
 }

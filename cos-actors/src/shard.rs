@@ -4,7 +4,10 @@
 //!
 //! An entity idle for `COS_PASSIVATION_REST_AFTER` *rests*: its actor stops and hands its state to the
 //! shard, which starts a new actor from that state on the next request. A resting entity is still live (it
-//! counts against the active-entity limit and needs no store read) but costs its state, not an actor.
+//! counts against the active-entity limit and needs no store read) but costs its state, not an actor. Its
+//! state sits in [`RestingStates`], which the router reads too: a `GetState` of a resting entity of a
+//! settled local shard never reaches the shard. Reads alone do not keep an entity's actor (only commands
+//! need it), but they count as uses for passivation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +23,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::census::CountedRest;
-use crate::entity::{EntityActor, EntityArguments, EntityMessage, state_reply};
+use crate::entity::{EntityActor, EntityArguments, EntityMessage};
 use crate::envelope::{EntityEnvelope, EntityRequest};
 use crate::passivation::{LruOrder, PassivationBudget};
+use crate::resting::RestingStates;
 use crate::runtime::EntityTypeRuntime;
 
 /// Messages a shard handles.
@@ -47,20 +51,25 @@ pub struct ShardArguments {
     pub shard: u32,
     pub runtime: Arc<EntityTypeRuntime>,
     pub budget: Arc<PassivationBudget>,
+    /// Where the shard keeps its resting entities (the region hands the same to the router).
+    pub resting: RestingStates,
+}
+
+/// A shard actor on this node, with the states of its resting entities.
+#[derive(Clone)]
+pub struct HostedShard {
+    pub actor: ActorRef<ShardMessage>,
+    pub resting: RestingStates,
 }
 
 struct LiveEntity {
     actor: ActorRef<EntityMessage>,
+    /// The last request of any kind (what passivation goes by).
     last_used: Instant,
+    /// The last command, or the start: an entity that ran none for `rest_after` rests even if it is read.
+    last_command: Instant,
     /// Requests sent to the actor and not yet taken by it (it lets queued commands share a write).
     queued: Arc<AtomicUsize>,
-}
-
-/// An entity without an actor whose state the shard keeps for its next request.
-struct RestingEntity {
-    state: StateWrapper,
-    last_used: Instant,
-    _counted: CountedRest,
 }
 
 /// An entity asked to stop, with the requests that arrived meanwhile.
@@ -79,7 +88,7 @@ pub struct ShardState {
     runtime: Arc<EntityTypeRuntime>,
     budget: Arc<PassivationBudget>,
     live: HashMap<EntityId, LiveEntity>,
-    resting: HashMap<EntityId, RestingEntity>,
+    resting: RestingStates,
     ids_by_actor: HashMap<ActorId, EntityId>,
     stopping: HashMap<EntityId, Stopping>,
     /// Live and resting entities, and those on their way to rest, least recently used first.
@@ -107,7 +116,7 @@ impl Actor for ShardActor {
             runtime: arguments.runtime,
             budget: arguments.budget,
             live: HashMap::new(),
-            resting: HashMap::new(),
+            resting: arguments.resting,
             ids_by_actor: HashMap::new(),
             stopping: HashMap::new(),
             recency: LruOrder::default(),
@@ -122,6 +131,9 @@ impl Actor for ShardActor {
         // Let every entity answer what it has queued (commands in flight included) before it stops.
         myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
         state.budget.shard_stopped();
+        // The router no longer lists this shard; a read that took the map just before still sees a state
+        // that was current while it was asked.
+        state.resting.clear();
         for (_, stopping) in state.stopping.drain() {
             for envelope in stopping.buffered {
                 envelope.answer(Err(CommandError::Retry(
@@ -178,13 +190,11 @@ impl ShardState {
             return;
         }
         let entity_id = envelope.entity_id.clone();
-        // A read of a resting entity needs no actor: nothing is queued for it, so its state is current.
-        if matches!(envelope.request, EntityRequest::GetState)
-            && let Some(resting) = self.resting.get_mut(&entity_id)
-        {
-            resting.last_used = Instant::now();
-            self.recency.touch(&entity_id);
-            envelope.answer(state_reply(&resting.state));
+        // A read of a resting entity needs no actor: nothing is queued for it, so its state is current (the
+        // read's stamp counts it as used, as for a read that skipped the shard).
+        let is_command = matches!(envelope.request, EntityRequest::ProcessCommand(_));
+        if !is_command && let Some(answer) = self.resting.read(&entity_id) {
+            envelope.answer(answer);
             return;
         }
         // The entity learns from the count that requests wait behind it (no shared handle is cloned per
@@ -192,11 +202,14 @@ impl ShardState {
         let actor = match self.live.get_mut(&entity_id) {
             Some(live) => {
                 live.last_used = Instant::now();
+                if is_command {
+                    live.last_command = live.last_used;
+                }
                 live.queued.fetch_add(1, Ordering::Relaxed);
                 live.actor.clone()
             }
             None => {
-                let resumed = self.resting.remove(&entity_id).map(|resting| resting.state);
+                let resumed = self.resting.take(&entity_id);
                 match self.start_entity(myself, &entity_id, resumed).await {
                     Ok(actor) => actor,
                     // A resting state is dropped with the failed start: it was only a cache, and the next
@@ -256,6 +269,7 @@ impl ShardState {
             LiveEntity {
                 actor: actor.clone(),
                 last_used: Instant::now(),
+                last_command: Instant::now(),
                 queued,
             },
         );
@@ -265,7 +279,7 @@ impl ShardState {
     /// Takes an entity out of memory: a resting one at once, a live one once it has answered what is already
     /// in its mailbox.
     fn passivate(&mut self, entity_id: &EntityId) {
-        if self.resting.remove(entity_id).is_some() {
+        if self.resting.take(entity_id).is_some() {
             self.recency.remove(entity_id);
             return;
         }
@@ -300,16 +314,28 @@ impl ShardState {
         }
     }
 
-    /// When a live or resting entity was last used (`None` while it is on its way to rest).
+    /// When a live or resting entity was last used as far as the recency order knows (reads that skipped
+    /// the shard aside; `None` while it is on its way to rest).
     fn last_used(&self, entity_id: &EntityId) -> Option<Instant> {
         match self.live.get(entity_id) {
             Some(live) => Some(live.last_used),
-            None => self.resting.get(entity_id).map(|resting| resting.last_used),
+            None => self.resting.last_used(entity_id),
         }
+    }
+
+    /// Gives a resting entity read (without the shard) since its last recorded use a second chance: the read
+    /// becomes its last use and it moves to the recent end of the order. The order is then only nearly by
+    /// time (the read may be older than the uses it now follows), which at worst passivates a little late.
+    fn adopt_read(&mut self, entity_id: &EntityId) -> Option<Instant> {
+        let read_at = self.resting.adopt_read(entity_id)?;
+        self.recency.touch(entity_id);
+        Some(read_at)
     }
 
     fn enforce_active_limit(&mut self) {
         let limit = self.budget.per_shard_limit();
+        // Bounded, in case reads keep arriving for every entity while this runs.
+        let mut second_chances = self.recency.len();
         while self.live.len() + self.resting.len() > limit {
             let Some(oldest) = self
                 .recency
@@ -319,6 +345,10 @@ impl ShardState {
             else {
                 break;
             };
+            if second_chances > 0 && self.adopt_read(&oldest).is_some() {
+                second_chances -= 1;
+                continue;
+            }
             self.passivate(&oldest);
         }
     }
@@ -339,7 +369,12 @@ impl ShardState {
             idle.push(entity_id.clone());
         }
         for entity_id in idle {
-            self.passivate(&entity_id);
+            let read_recently = self
+                .adopt_read(&entity_id)
+                .is_some_and(|read_at| now.duration_since(read_at) < idle_timeout);
+            if !read_recently {
+                self.passivate(&entity_id);
+            }
         }
     }
 
@@ -352,7 +387,7 @@ impl ShardState {
         let idle: Vec<EntityId> = self
             .live
             .iter()
-            .filter(|(_, live)| now.duration_since(live.last_used) >= rest_after)
+            .filter(|(_, live)| now.duration_since(live.last_command) >= rest_after)
             .map(|(entity_id, _)| entity_id.clone())
             .collect();
         for entity_id in idle {
@@ -386,14 +421,9 @@ impl ShardState {
             match handed_over.try_recv() {
                 // Requests that arrived meanwhile wake it again from this state (in `deliver`).
                 Ok(state) => {
-                    self.resting.insert(
-                        entity_id.clone(),
-                        RestingEntity {
-                            state,
-                            last_used,
-                            _counted: CountedRest::new(self.budget.census().clone()),
-                        },
-                    );
+                    let counted = CountedRest::new(self.budget.census().clone());
+                    self.resting
+                        .insert(entity_id.clone(), state, last_used, counted);
                 }
                 // It had no state worth keeping (never read, or to be re-read) or it failed: it leaves memory.
                 Err(_) => self.recency.remove(&entity_id),

@@ -2,7 +2,10 @@
 //! `COS_PASSIVATION_REST_AFTER` gives up its actor but its shard keeps its state. It is still live: it trusts
 //! its in-memory state (a foreign write makes its next command fail with ABORTED, as for an entity with an
 //! actor), it wakes without reading the store, it counts against the active-entity limit and idles out like
-//! any entity, and a request that meets it on its way to rest waits and is answered in order.
+//! any entity, and a request that meets it on its way to rest waits and is answered in order. Reads alone
+//! let an entity rest (only commands need its actor) and are then answered from its state without reaching
+//! its shard, yet still count as uses: a resting entity that is read neither idles out nor is the first
+//! to go when the active-entity limit is reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,9 +212,112 @@ async fn a_command_that_meets_the_entity_handing_over_its_state_waits_for_it(
     resting.stop().await
 }
 
+/// Reads `entity_id` every 20 ms until the node holds just one resting entity, or gives up after [`SETTLE`].
+async fn read_until_it_rests(resting: &mut RestingNode, entity_id: &str) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + SETTLE;
+    while resting.census.counts() != ONE_RESTING {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < give_up,
+            "still {:?} while being read",
+            resting.census.counts()
+        );
+        resting.state_text(entity_id).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn reads_alone_let_an_entity_rest_and_are_answered_from_its_state(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let mut resting = RestingNode::start(backend, &[]).await?;
+    assert_eq!(emit(&mut resting.node, "rest-read", "a").await?, 1);
+    let recoveries = resting.journal.recovery_reads();
+    // Read without pause: the entity still gives up its actor once it has run no command for 100 ms.
+    read_until_it_rests(&mut resting, "rest-read").await?;
+    for _ in 0..20 {
+        assert_eq!(resting.state_text("rest-read").await?, "a");
+    }
+    assert_eq!(resting.census.counts(), ONE_RESTING);
+    // A command wakes it; the read right after its answer sees it, and the entity rests again after it.
+    assert_eq!(emit(&mut resting.node, "rest-read", "b").await?, 2);
+    assert_eq!(resting.state_text("rest-read").await?, "a|b");
+    read_until_it_rests(&mut resting, "rest-read").await?;
+    assert_eq!(resting.state_text("rest-read").await?, "a|b");
+    assert_eq!(
+        resting.journal.recovery_reads(),
+        recoveries,
+        "every read was answered from memory"
+    );
+    resting.stop().await
+}
+
+async fn a_resting_entity_that_is_read_does_not_idle_out(backend: Backend) -> anyhow::Result<()> {
+    let mut resting =
+        RestingNode::start(backend, &[("COS_PASSIVATION_IDLE_TIMEOUT", "1s")]).await?;
+    assert_eq!(emit(&mut resting.node, "rest-read-idle", "a").await?, 1);
+    resting.wait_for_counts(ONE_RESTING).await?;
+    let recoveries = resting.journal.recovery_reads();
+    // Reads every 200 ms for 2.5 s: longer than the idle timeout, never idle for as long. (A read after a
+    // passivation would start it again from the store, hence the count of store reads.)
+    for _ in 0..12 {
+        assert_eq!(resting.state_text("rest-read-idle").await?, "a");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(resting.census.counts(), ONE_RESTING);
+    assert_eq!(
+        resting.journal.recovery_reads(),
+        recoveries,
+        "never left memory"
+    );
+    // Once reads stop, it idles out after all.
+    resting
+        .wait_for_counts(EntityCounts {
+            actors: 0,
+            resting: 0,
+        })
+        .await?;
+    resting.stop().await
+}
+
+async fn a_resting_entity_that_is_read_outlives_an_unread_one_at_the_limit(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let mut resting = RestingNode::start(backend, &[("COS_MAX_ACTIVE_ENTITIES", "2")]).await?;
+    let (ids, _shard) = ids_in_one_shard("rest-read-lru", 3, 16);
+    let (read, unread, newest) = (&ids[0], &ids[1], &ids[2]);
+    assert_eq!(emit(&mut resting.node, read, "a").await?, 1);
+    assert_eq!(emit(&mut resting.node, unread, "b").await?, 1);
+    let two_resting = EntityCounts {
+        actors: 0,
+        resting: 2,
+    };
+    resting.wait_for_counts(two_resting).await?;
+    // The first one to rest is read (answered without its shard), then a third entity needs room.
+    assert_eq!(resting.state_text(read).await?, "a");
+    assert_eq!(emit(&mut resting.node, newest, "c").await?, 1);
+    resting.wait_for_counts(two_resting).await?;
+
+    write_behind_its_back(&resting.store, read).await?;
+    let error = emit(&mut resting.node, read, "d")
+        .await
+        .expect_err("the read entity stayed in memory");
+    assert_eq!(error.code(), tonic::Code::Aborted, "{error:?}");
+    write_behind_its_back(&resting.store, unread).await?;
+    assert_eq!(
+        emit(&mut resting.node, unread, "e").await?,
+        3,
+        "the unread entity left memory and recovered from the store"
+    );
+    resting.stop().await
+}
+
 on_both_stores!(
     an_idle_entity_rests_without_its_actor_and_wakes_from_its_state,
     resting_entities_count_against_the_active_entity_limit,
     a_resting_entity_idles_out_like_any_other,
     a_command_that_meets_the_entity_handing_over_its_state_waits_for_it,
+    reads_alone_let_an_entity_rest_and_are_answered_from_its_state,
+    a_resting_entity_that_is_read_does_not_idle_out,
+    a_resting_entity_that_is_read_outlives_an_unread_one_at_the_limit,
 );
