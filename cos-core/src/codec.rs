@@ -21,7 +21,7 @@ fn buffer_settings() -> BufferSettings {
     BufferSettings::new(CALL_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
 }
 
-/// [`tonic_prost::ProstCodec`] with [`CALL_BUFFER_BYTES`] buffers; named by `codec_path` in `build.rs`.
+/// [`tonic_prost::ProstCodec`] with `CALL_BUFFER_BYTES` buffers; named by `codec_path` in `build.rs`.
 #[derive(Debug, Clone)]
 pub struct CompactCodec<T, U> {
     _messages: PhantomData<(T, U)>,

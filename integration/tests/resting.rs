@@ -26,6 +26,12 @@ const ONE_RESTING: EntityCounts = EntityCounts {
     resting: 1,
 };
 
+/// No entity in memory at all.
+const NONE_LEFT: EntityCounts = EntityCounts {
+    actors: 0,
+    resting: 0,
+};
+
 /// Long enough for a 100 ms rest period and its 50 ms maintenance tick on a busy machine.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -81,13 +87,7 @@ impl RestingNode {
     async fn stop(self) -> anyhow::Result<()> {
         self.node.stop().await?;
         let left = self.census.counts();
-        anyhow::ensure!(
-            left == EntityCounts {
-                actors: 0,
-                resting: 0
-            },
-            "entities outlived their node: {left:?}"
-        );
+        anyhow::ensure!(left == NONE_LEFT, "entities outlived their node: {left:?}");
         Ok(())
     }
 }
@@ -145,12 +145,7 @@ async fn a_resting_entity_idles_out_like_any_other(backend: Backend) -> anyhow::
         RestingNode::start(backend, &[("COS_PASSIVATION_IDLE_TIMEOUT", "1s")]).await?;
     assert_eq!(emit(&mut resting.node, "rest-idle", "a").await?, 1);
     resting.wait_for_counts(ONE_RESTING).await?;
-    resting
-        .wait_for_counts(EntityCounts {
-            actors: 0,
-            resting: 0,
-        })
-        .await?;
+    resting.wait_for_counts(NONE_LEFT).await?;
     write_behind_its_back(&resting.store, "rest-idle").await?;
     assert_eq!(
         emit(&mut resting.node, "rest-idle", "b").await?,
@@ -271,12 +266,7 @@ async fn a_resting_entity_that_is_read_does_not_idle_out(backend: Backend) -> an
         "never left memory"
     );
     // Once reads stop, it idles out after all.
-    resting
-        .wait_for_counts(EntityCounts {
-            actors: 0,
-            resting: 0,
-        })
-        .await?;
+    resting.wait_for_counts(NONE_LEFT).await?;
     resting.stop().await
 }
 

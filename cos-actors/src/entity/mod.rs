@@ -3,7 +3,7 @@
 //! the handler under the command's deadline, and persists all events of a command atomically.
 //!
 //! While a write is in flight and more requests are queued, the entity keeps taking them from its mailbox
-//! (without answering) so that the queued commands can share the next write (see [`batch`]).
+//! (without answering) so that the queued commands can share the next write (see `entity/batch.rs`).
 
 mod batch;
 mod command;

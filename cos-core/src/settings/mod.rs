@@ -191,8 +191,9 @@ pub struct PassivationSettings {
     pub idle_timeout: Option<Duration>,
     /// `COS_MAX_ACTIVE_ENTITIES` (default 100000): per node; least recently used go first.
     pub max_active_entities: usize,
-    /// `COS_PASSIVATION_REST_AFTER` (duration, default `2s`; `off` disables): an entity idle this long gives
-    /// up its actor (≈ 11 KB) but keeps its state in its shard, so it still answers without a store read.
+    /// `COS_PASSIVATION_REST_AFTER` (duration, default `2s`; `off` disables): an entity that ran no command
+    /// this long gives up its actor (≈ 11 KB) but keeps its state in its shard, so it still answers without
+    /// a store read (reads need no actor at all).
     pub rest_after: Option<Duration>,
 }
 

@@ -60,7 +60,7 @@ pub enum ReadSideAction {
 /// Which read side, and optionally which shard, an operation applies to.
 #[derive(Debug, Clone, Args)]
 pub struct ReadSideTarget {
-    /// The read side id, as configured (COS_READ_SIDE_CONFIG__<ID>__...).
+    /// The read side id, as configured (`COS_READ_SIDE_CONFIG__<ID>__...`).
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub read_side_id: String,
     /// Apply to this cluster shard only; without it the operation applies to every shard.

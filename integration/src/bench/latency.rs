@@ -52,7 +52,7 @@ pub struct PacedLatency {
 }
 
 impl PacedLatency {
-    /// Paces `rate` commands per second through `cos` over [`PACED_ENTITIES`] entities named `{prefix}-N`,
+    /// Paces `rate` commands per second through `cos` over `PACED_ENTITIES` entities named `{prefix}-N`,
     /// then the same rate of direct round trips on `handler`, then (given a probe) the same rate of bare
     /// commits.
     pub async fn measure(

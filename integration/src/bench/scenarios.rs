@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 use super::commit_probe::CommitProbe;
 pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
+use super::cpu::process_cpu;
 use super::latency::{LOW_RATE_PER_SECOND, PacedLatency, PacedProcesses};
 use super::load::{LoadResult, closed_loop};
 use super::process::{ChildProcess, free_port};
@@ -81,6 +82,29 @@ async fn get_state_load(target: &[Channel], config: &BenchConfig) -> LoadResult 
         },
     )
     .await
+}
+
+/// A GetState load, and its figure with the serving process's CPU time per answered request: steadier than
+/// throughput on a noisy machine, and it tells work apart from waiting (hand-overs between threads).
+async fn get_state_measured(
+    target: &[Channel],
+    server_pid: Option<u32>,
+    config: &BenchConfig,
+) -> (LoadResult, String) {
+    let cpu_before = server_pid.and_then(|pid| process_cpu(pid).ok());
+    let result = get_state_load(target, config).await;
+    let cpu_used = server_pid
+        .and_then(|pid| process_cpu(pid).ok())
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let mut figure = describe(&result);
+    if let Some(cpu_used) = cpu_used
+        && result.operations > 0
+    {
+        let micros = cpu_used.as_secs_f64() * 1e6 / result.operations as f64;
+        figure.push_str(&format!("; server CPU {micros:.1} µs/op"));
+    }
+    (result, figure)
 }
 
 /// One HandleCommand and one HandleEvent, as Chief of State makes them for a one-event command.
@@ -156,10 +180,10 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
         verdict: Verdict::Informational,
     });
     let echo_channels = channels(echo_address, config.connections).await?;
-    let echo_result = get_state_load(&echo_channels, config).await;
+    let (echo_result, echo_figure) = get_state_measured(&echo_channels, echo.pid(), config).await;
     rows.push(Row {
         scenario: "baseline: bare tonic echo (GetState)".into(),
-        figure: describe(&echo_result),
+        figure: echo_figure,
         ratio: "1.00".into(),
         target: String::new(),
         verdict: Verdict::Informational,
@@ -285,11 +309,11 @@ async fn write_scenarios(
         probe.close().await;
     }
 
-    let get_state = get_state_load(&cos_channels, config).await;
+    let (get_state, figure) = get_state_measured(&cos_channels, cos.pid(), config).await;
     let ratio = get_state.throughput() / echo.throughput().max(1.0);
     rows.push(Row {
         scenario: format!("GetState of cached entities, {}", store.name),
-        figure: describe(&get_state),
+        figure,
         ratio: format!("{ratio:.2} × echo"),
         target: "≥ 0.8 ×".into(),
         verdict: Verdict::from_check(ratio >= 0.8),
