@@ -25,6 +25,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use cos_core::domain::EntityId;
 use ractor::ActorRef;
 
+use crate::entity::state_reply;
 use crate::envelope::EntityResult;
 use crate::shard::{HostedShard, ShardMessage};
 
@@ -42,7 +43,9 @@ impl DirectShards {
 
     /// The `GetState` answer of an entity resting in a listed shard (`None`: ask the shard or the region).
     pub fn read_resting(&self, shard: u32, entity_id: &EntityId) -> Option<EntityResult> {
-        self.read().get(&shard)?.resting.read(entity_id)
+        // Both locks are let go before the state is copied (a large state would hold them long).
+        let state = self.read().get(&shard)?.resting.lookup(entity_id)?;
+        Some(state_reply(&state))
     }
 
     /// Lists a shard (the region has checked that it is hosted here and not moving).
@@ -52,12 +55,13 @@ impl DirectShards {
 
     /// Unlists a shard: from now on its requests go through the region.
     pub(crate) fn unlist(&self, shard: u32) {
-        self.write().remove(&shard);
+        // Dropped after the lock is let go: it may be the last hold on a stopped shard's resting states.
+        let _unlisted = self.write().remove(&shard);
     }
 
     /// Keeps only the shards `keep` accepts.
     pub(crate) fn retain(&self, mut keep: impl FnMut(u32) -> bool) {
-        self.write().retain(|shard, _| keep(*shard));
+        let _unlisted: Vec<_> = self.write().extract_if(|shard, _| !keep(*shard)).collect();
     }
 
     /// Whether no shard is listed (every request then goes through the region).

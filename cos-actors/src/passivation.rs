@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use cos_core::settings::PassivationSettings;
+use tokio::time::Instant;
 
 use crate::census::EntityCensus;
 
@@ -81,20 +82,21 @@ impl PassivationBudget {
     }
 }
 
-/// Keys ordered by last use: O(log n) touch, oldest first.
+/// Keys ordered by the time of their last use (ties in touch order): O(log n) touch, oldest first. A use
+/// learned late (a read that skipped the shard) takes its place by its own time, not at the recent end.
 #[derive(Debug)]
 pub struct LruOrder<K: Clone + Eq + Hash + Ord> {
-    clock: u64,
-    tick_of: HashMap<K, u64>,
-    by_tick: BTreeMap<u64, K>,
+    sequence: u64,
+    position_of: HashMap<K, (Instant, u64)>,
+    by_position: BTreeMap<(Instant, u64), K>,
 }
 
 impl<K: Clone + Eq + Hash + Ord> Default for LruOrder<K> {
     fn default() -> Self {
         Self {
-            clock: 0,
-            tick_of: HashMap::new(),
-            by_tick: BTreeMap::new(),
+            sequence: 0,
+            position_of: HashMap::new(),
+            by_position: BTreeMap::new(),
         }
     }
 }
@@ -102,35 +104,41 @@ impl<K: Clone + Eq + Hash + Ord> Default for LruOrder<K> {
 impl<K: Clone + Eq + Hash + Ord> LruOrder<K> {
     /// Marks a key as just used.
     pub fn touch(&mut self, key: &K) {
-        self.clock += 1;
-        if let Some(previous) = self.tick_of.insert(key.clone(), self.clock) {
-            self.by_tick.remove(&previous);
+        self.touch_at(key, Instant::now());
+    }
+
+    /// Marks a key as used at `at`.
+    pub fn touch_at(&mut self, key: &K, at: Instant) {
+        self.sequence += 1;
+        let position = (at, self.sequence);
+        if let Some(previous) = self.position_of.insert(key.clone(), position) {
+            self.by_position.remove(&previous);
         }
-        self.by_tick.insert(self.clock, key.clone());
+        self.by_position.insert(position, key.clone());
     }
 
     pub fn remove(&mut self, key: &K) {
-        if let Some(tick) = self.tick_of.remove(key) {
-            self.by_tick.remove(&tick);
+        if let Some(position) = self.position_of.remove(key) {
+            self.by_position.remove(&position);
         }
     }
 
     /// The least recently used key.
     pub fn oldest(&self) -> Option<&K> {
-        self.by_tick.values().next()
+        self.by_position.values().next()
     }
 
     /// Keys from least to most recently used.
     pub fn oldest_first(&self) -> impl Iterator<Item = &K> {
-        self.by_tick.values()
+        self.by_position.values()
     }
 
     pub fn len(&self) -> usize {
-        self.tick_of.len()
+        self.position_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tick_of.is_empty()
+        self.position_of.is_empty()
     }
 }
 
@@ -148,6 +156,20 @@ mod tests {
         order.remove(&"b");
         assert_eq!(order.oldest(), Some(&"a"));
         assert_eq!(order.len(), 1);
+    }
+
+    #[test]
+    fn a_use_learned_late_takes_its_place_by_its_time() {
+        let start = Instant::now();
+        let at = |millis| start + Duration::from_millis(millis);
+        let mut order = LruOrder::default();
+        order.touch_at(&"read", at(0));
+        order.touch_at(&"old", at(10));
+        order.touch_at(&"recent", at(30));
+        // "read" was read at 20 ms without the shard seeing it: it moves between the two, not past "recent".
+        order.touch_at(&"read", at(20));
+        let oldest_first: Vec<_> = order.oldest_first().copied().collect();
+        assert_eq!(oldest_first, ["old", "read", "recent"]);
     }
 
     #[test]

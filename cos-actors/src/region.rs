@@ -87,6 +87,13 @@ pub struct RegionState {
     direct_shards: DirectShards,
 }
 
+/// A region that fails (panics) skips `post_stop`; its shards must not stay listed for the router.
+impl Drop for RegionState {
+    fn drop(&mut self) {
+        self.direct_shards.retain(|_| false);
+    }
+}
+
 /// The shard region actor.
 pub struct RegionActor;
 

@@ -9,7 +9,8 @@
 //!
 //! Reads that skip the shard cannot move an entity in the shard's least-recently-used order, so each one
 //! leaves a time stamp in the entry instead; the shard looks at it before it passivates a resting entity as
-//! idle or least recently used, and gives an entity read since a second chance (see `ShardState`).
+//! idle or least recently used, and an entity read since then takes that read's place in the order instead
+//! (see `ShardState`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,8 @@ struct Shared {
 
 /// An entity without an actor whose state the shard keeps for its next request.
 struct RestingEntity {
-    state: StateWrapper,
+    /// Shared so that a reader copies it after letting go of the lock.
+    state: Arc<StateWrapper>,
     /// The shard's own last use of it, which matches its place in the shard's recency order.
     last_used: Instant,
     /// The latest read, in milliseconds after the epoch plus one (0: none since `last_used`).
@@ -61,12 +63,19 @@ impl RestingStates {
     /// The `GetState` answer of a resting entity (`None` when it is not resting here); the read counts as a
     /// use of the entity.
     pub fn read(&self, entity_id: &EntityId) -> Option<EntityResult> {
+        let state = self.lookup(entity_id)?;
+        Some(state_reply(&state))
+    }
+
+    /// The state of a resting entity, for a reader that copies it later (no lock is held meanwhile); the
+    /// look-up counts as a use of the entity.
+    pub(crate) fn lookup(&self, entity_id: &EntityId) -> Option<Arc<StateWrapper>> {
         let entities = self.entities();
         let resting = entities.get(entity_id)?;
         resting
             .read_stamp
-            .store(self.stamp(Instant::now()), Ordering::Relaxed);
-        Some(state_reply(&resting.state))
+            .fetch_max(self.stamp(Instant::now()), Ordering::Relaxed);
+        Some(resting.state.clone())
     }
 
     /// Keeps the state of an entity that just gave up its actor.
@@ -78,7 +87,7 @@ impl RestingStates {
         counted: CountedRest,
     ) {
         let resting = RestingEntity {
-            state,
+            state: Arc::new(state),
             last_used,
             read_stamp: AtomicU64::new(0),
             _counted: counted,
@@ -88,12 +97,12 @@ impl RestingStates {
 
     /// Takes the state of an entity out (it wakes, or leaves memory).
     pub(crate) fn take(&self, entity_id: &EntityId) -> Option<StateWrapper> {
-        self.entities_mut()
-            .remove(entity_id)
-            .map(|resting| resting.state)
+        let resting = self.entities_mut().remove(entity_id)?;
+        // A reader may still hold the state for a moment; then the entity wakes from a copy.
+        Some(Arc::try_unwrap(resting.state).unwrap_or_else(|shared| (*shared).clone()))
     }
 
-    /// The shard's own last use of a resting entity, reads that skipped it aside.
+    /// The shard's own last use of a resting entity, reads since then aside.
     pub(crate) fn last_used(&self, entity_id: &EntityId) -> Option<Instant> {
         self.entities()
             .get(entity_id)
@@ -118,9 +127,10 @@ impl RestingStates {
         self.entities().len()
     }
 
-    /// Lets go of every state (the shard stops).
+    /// Lets go of every state (the shard stops); they are freed after the lock is released.
     pub(crate) fn clear(&self) {
-        self.entities_mut().clear();
+        let states = std::mem::take(&mut *self.entities_mut());
+        drop(states);
     }
 
     fn stamp(&self, at: Instant) -> u64 {

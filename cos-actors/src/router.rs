@@ -485,9 +485,11 @@ mod tests {
         }
         let census = Arc::new(EntityCensus::default());
         let counted = CountedRest::new(census);
+        // Rested a second ago, so that the read below is later by the stamps' millisecond clock.
+        let rested_at = Instant::now() - Duration::from_secs(1);
         stand_ins
             .resting
-            .insert(entity.clone(), state, Instant::now(), counted);
+            .insert(entity.clone(), state, rested_at, counted);
         let ask = |request| {
             router.ask(
                 &entity_type,
@@ -509,12 +511,21 @@ mod tests {
             .await
             .expect("answered from rest");
         assert_eq!(read.meta.map(|meta| meta.revision_number), Some(2));
+        assert!(
+            stand_ins.resting.adopt_read(&entity).is_some(),
+            "the read left its stamp for the shard's passivation"
+        );
         let command = ask(EntityRequest::ProcessCommand(ProcessCommand::default())).await;
         assert!(
             matches!(command, Err(CommandError::OutcomeUnknown(_))),
             "the shard stand-in drops requests unanswered: {command:?}"
         );
         assert_eq!(ids(&stand_ins.at_shard), ["rests"], "only the command");
+        // A read of an entity that is not resting goes to the listed shard.
+        stand_ins.resting.take(&entity);
+        let awake = ask(EntityRequest::GetState).await;
+        assert!(matches!(awake, Err(CommandError::Retry(_))), "{awake:?}");
+        assert_eq!(ids(&stand_ins.at_shard), ["rests", "rests"]);
         assert_eq!(ids(&stand_ins.at_region), ["rests"]);
         stand_ins.route.region.stop(None);
     }

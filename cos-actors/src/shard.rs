@@ -324,11 +324,10 @@ impl ShardState {
     }
 
     /// Gives a resting entity read (without the shard) since its last recorded use a second chance: the read
-    /// becomes its last use and it moves to the recent end of the order. The order is then only nearly by
-    /// time (the read may be older than the uses it now follows), which at worst passivates a little late.
+    /// becomes its last use and the entity takes that read's place in the order.
     fn adopt_read(&mut self, entity_id: &EntityId) -> Option<Instant> {
         let read_at = self.resting.adopt_read(entity_id)?;
-        self.recency.touch(entity_id);
+        self.recency.touch_at(entity_id, read_at);
         Some(read_at)
     }
 
