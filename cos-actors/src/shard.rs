@@ -2,7 +2,7 @@
 //! the node's active-entity limit, least recently used first). Messages for an entity that is stopping are
 //! buffered and delivered, in order, to its next incarnation.
 //!
-//! An entity idle for `COS_PASSIVATION_REST_AFTER` *rests*: its actor stops and hands its state to the
+//! An entity that ran no command for `COS_PASSIVATION_REST_AFTER` *rests*: its actor stops and hands its state to the
 //! shard, which starts a new actor from that state on the next request. A resting entity is still live (it
 //! counts against the active-entity limit and needs no store read) but costs its state, not an actor. Its
 //! state sits in [`RestingStates`], which the router reads too: a `GetState` of a resting entity of a
@@ -131,8 +131,7 @@ impl Actor for ShardActor {
         // Let every entity answer what it has queued (commands in flight included) before it stops.
         myself.drain_children_and_wait(Some(DRAIN_TIMEOUT)).await;
         state.budget.shard_stopped();
-        // The router no longer lists this shard; a read that took the map just before still sees a state
-        // that was current while it was asked.
+        // The region unlisted this shard before stopping it, so no reader can reach these states any more.
         state.resting.clear();
         for (_, stopping) in state.stopping.drain() {
             for envelope in stopping.buffered {
