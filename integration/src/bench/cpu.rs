@@ -61,12 +61,15 @@ pub fn machine_cpu() -> anyhow::Result<(Duration, Duration)> {
     Ok((ticks_to_duration(total - idle), ticks_to_duration(total)))
 }
 
-/// CPU used by the parts of a run (Chief of State, one handler process, PostgreSQL), between two samples.
+/// CPU used by the parts of a run (Chief of State, one handler process, the load generator, PostgreSQL),
+/// between two samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSample {
     pub cos: Duration,
     /// The run's handler process: the read handler of a read-side run, the write handler of a latency run.
     pub handler: Duration,
+    /// This process: the benchmark's clients are its own tasks.
+    pub load_generator: Duration,
     /// Every process named `postgres` (the server and its backends), whoever they work for.
     pub postgres: Duration,
     /// All cores, busy and in total.
@@ -75,12 +78,13 @@ pub struct CpuSample {
 }
 
 impl CpuSample {
-    /// The CPU used so far by Chief of State, the handler, PostgreSQL and the machine.
+    /// The CPU used so far by Chief of State, the handler, the load generator, PostgreSQL and the machine.
     pub fn take(cos_pid: Option<u32>, handler_pid: Option<u32>) -> anyhow::Result<Self> {
         let (machine_busy, machine_total) = machine_cpu()?;
         Ok(Self {
             cos: cos_pid.map_or(Ok(Duration::ZERO), process_cpu)?,
             handler: handler_pid.map_or(Ok(Duration::ZERO), process_cpu)?,
+            load_generator: process_cpu(std::process::id())?,
             postgres: cpu_of_processes_named("postgres"),
             machine_busy,
             machine_total,
@@ -92,10 +96,16 @@ impl CpuSample {
         Self {
             cos: self.cos.saturating_sub(earlier.cos),
             handler: self.handler.saturating_sub(earlier.handler),
+            load_generator: self.load_generator.saturating_sub(earlier.load_generator),
             postgres: self.postgres.saturating_sub(earlier.postgres),
             machine_busy: self.machine_busy.saturating_sub(earlier.machine_busy),
             machine_total: self.machine_total.saturating_sub(earlier.machine_total),
         }
+    }
+
+    /// The share of the machine's cores that was busy.
+    pub fn machine_busy_fraction(&self) -> f64 {
+        self.machine_busy.as_secs_f64() / self.machine_total.as_secs_f64().max(1e-6)
     }
 
     /// "`label`: CoS a µs, read handler b µs, PostgreSQL c µs; machine d % busy", the processes' CPU divided by
@@ -111,7 +121,7 @@ impl CpuSample {
             "{label}: CoS {:.0} µs, read handler {:.0} µs{postgres}; machine {:.0} % busy",
             micros(self.cos),
             micros(self.handler),
-            100.0 * self.machine_busy.as_secs_f64() / self.machine_total.as_secs_f64().max(1e-6),
+            100.0 * self.machine_busy_fraction(),
         )
     }
 }

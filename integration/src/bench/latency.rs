@@ -121,22 +121,39 @@ impl PacedLatency {
             / self.direct.percentile(quantile).as_secs_f64().max(1e-6)
     }
 
-    /// The ratios of all commands, and of the commands after each entity's first when the run reached them
-    /// (informational: the target counts every command).
+    /// The ratios of all commands, of the commands after each entity's first when the run reached them
+    /// (informational: the target counts every command), and what a handler call plus a durable commit take.
     fn ratios(&self) -> String {
-        let all = format!(
+        let mut text = format!(
             "p50 {:.2} ×, p99 {:.2} ×",
             self.ratio_at(0.5),
             self.ratio_at(0.99)
         );
-        if self.later_commands.latencies_micros.is_empty() {
-            return all;
+        if !self.later_commands.latencies_micros.is_empty() {
+            text.push_str(&format!(
+                " (later commands: p50 {:.2} ×, p99 {:.2} ×)",
+                self.ratio_of(&self.later_commands, 0.5),
+                self.ratio_of(&self.later_commands, 0.99)
+            ));
         }
-        format!(
-            "{all} (later commands: p50 {:.2} ×, p99 {:.2} ×)",
-            self.ratio_of(&self.later_commands, 0.5),
-            self.ratio_of(&self.later_commands, 0.99)
-        )
+        if let Some(estimate) = self.round_trip_plus_commit() {
+            text.push_str(&format!(
+                "; direct round trip + bare commit (medians added): {estimate:.2} ×"
+            ));
+        }
+        text
+    }
+
+    /// The median of a direct round trip plus the median of a bare commit, over the direct median: about what
+    /// any service that calls the handler and then commits durably pays before its own gRPC hop. An estimate,
+    /// not a bound: medians do not add exactly, and the probe commits at another moment of the run.
+    fn round_trip_plus_commit(&self) -> Option<f64> {
+        let commits = self.bare_commit.as_ref()?;
+        if commits.latencies_micros.is_empty() || self.direct.latencies_micros.is_empty() {
+            return None;
+        }
+        let direct = self.direct.percentile(0.5).as_secs_f64().max(1e-6);
+        Some((direct + commits.percentile(0.5).as_secs_f64()) / direct)
     }
 
     fn figure(&self) -> String {

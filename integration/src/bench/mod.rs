@@ -10,6 +10,7 @@ pub mod echo;
 pub mod lag;
 pub mod latency;
 pub mod load;
+pub mod machine_bound;
 pub mod process;
 pub mod read_handler;
 pub mod readside;

@@ -14,9 +14,10 @@ use tonic::transport::Channel;
 use super::commit_probe::CommitProbe;
 pub use super::config::{BenchConfig, PostgresTarget};
 use super::counter_handler::counter_any;
-use super::cpu::process_cpu;
+use super::cpu::{CpuSample, process_cpu};
 use super::latency::{LOW_RATE_PER_SECOND, PacedLatency, PacedProcesses};
 use super::load::{LoadResult, closed_loop};
+use super::machine_bound::{CpuPerOperation, free_cos_ratio};
 use super::process::{ChildProcess, free_port};
 use super::readside::read_side_scenarios;
 use super::report::{Row, Verdict, describe};
@@ -132,6 +133,25 @@ pub(crate) async fn direct_handler_round_trip(
         .is_ok()
 }
 
+/// The baselines every write-path ratio is taken against, measured once per run.
+struct Baselines {
+    ceiling: LoadResult,
+    /// What the ceiling's processes spent per operation, when they could be read.
+    ceiling_cpu: Option<CpuPerOperation>,
+    echo: LoadResult,
+}
+
+/// What each process spent per operation since `before`; `None` when a process could not be read.
+fn cpu_per_operation_since(
+    before: Option<CpuSample>,
+    cos_pid: Option<u32>,
+    handler_pid: Option<u32>,
+    operations: u64,
+) -> Option<CpuPerOperation> {
+    let after = CpuSample::take(cos_pid, handler_pid).ok()?;
+    CpuPerOperation::of_run(&after.since(&before?), operations)
+}
+
 async fn handler_ceiling(handler: &[Channel], config: &BenchConfig) -> LoadResult {
     let handler = handler.to_vec();
     closed_loop(config.concurrency, config.duration, move |worker, _| {
@@ -171,16 +191,28 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
     .await?;
 
     let handler_channels = channels(handler_address, config.connections).await?;
+    let ceiling_before = CpuSample::take(None, handler.pid()).ok();
     let ceiling = handler_ceiling(&handler_channels, config).await;
+    let ceiling_cpu =
+        cpu_per_operation_since(ceiling_before, None, handler.pid(), ceiling.operations);
+    let mut ceiling_figure = describe(&ceiling);
+    if let Some(cpu) = &ceiling_cpu {
+        ceiling_figure.push_str(&format!("; CPU per operation: {}", cpu.describe()));
+    }
     rows.push(Row {
         scenario: "baseline: handler ceiling (HandleCommand + HandleEvent, direct)".into(),
-        figure: describe(&ceiling),
+        figure: ceiling_figure,
         ratio: "1.00".into(),
         target: String::new(),
         verdict: Verdict::Informational,
     });
     let echo_channels = channels(echo_address, config.connections).await?;
     let (echo_result, echo_figure) = get_state_measured(&echo_channels, echo.pid(), config).await;
+    let baselines = Baselines {
+        ceiling,
+        ceiling_cpu,
+        echo: echo_result,
+    };
     rows.push(Row {
         scenario: "baseline: bare tonic echo (GetState)".into(),
         figure: echo_figure,
@@ -199,8 +231,7 @@ pub async fn run_all(config: &BenchConfig) -> anyhow::Result<Vec<Row>> {
             store,
             &handler,
             &handler_channels,
-            &ceiling,
-            &echo_result,
+            &baselines,
             config,
             &mut rows,
         )
@@ -245,11 +276,11 @@ async fn write_scenarios(
     store: &BenchStore,
     handler: &ChildProcess,
     handler_channels: &[Channel],
-    ceiling: &LoadResult,
-    echo: &LoadResult,
+    baselines: &Baselines,
     config: &BenchConfig,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    let ceiling = &baselines.ceiling;
     let handler_address = handler.address;
     let cos = start_cos(&store.environment, handler_address, &[]).await?;
     let cos_channels = channels(cos.address, config.connections).await?;
@@ -257,16 +288,31 @@ async fn write_scenarios(
         cos: cos.pid(),
         handler: handler.pid(),
     };
+    let write_before = CpuSample::take(cos.pid(), handler.pid()).ok();
     let write = write_load(&cos_channels, config, spread_entity).await;
+    let write_cpu =
+        cpu_per_operation_since(write_before, cos.pid(), handler.pid(), write.operations);
     let ratio = write.throughput() / ceiling.throughput().max(1.0);
     let is_postgres = store.name == "postgres";
+    let mut figure = describe(&write);
+    let mut ratio_text = format!("{ratio:.2} × handler ceiling");
+    if let Some(cpu) = &write_cpu {
+        figure.push_str(&format!("; CPU per command: {}", cpu.describe()));
+        if let Some(bound) = baselines
+            .ceiling_cpu
+            .as_ref()
+            .and_then(|ceiling_cpu| free_cos_ratio(ceiling_cpu, cpu))
+        {
+            ratio_text.push_str(&format!(" (a CoS costing no CPU: {bound:.2} ×)"));
+        }
+    }
     rows.push(Row {
         scenario: format!(
             "write path on {} ({} clients, {} entities)",
             store.name, config.concurrency, config.entities
         ),
-        figure: describe(&write),
-        ratio: format!("{ratio:.2} × handler ceiling"),
+        figure,
+        ratio: ratio_text,
         target: if is_postgres {
             "≥ 0.5 ×".into()
         } else {
@@ -310,7 +356,7 @@ async fn write_scenarios(
     }
 
     let (get_state, figure) = get_state_measured(&cos_channels, cos.pid(), config).await;
-    let ratio = get_state.throughput() / echo.throughput().max(1.0);
+    let ratio = get_state.throughput() / baselines.echo.throughput().max(1.0);
     rows.push(Row {
         scenario: format!("GetState of cached entities, {}", store.name),
         figure,
