@@ -402,7 +402,7 @@ async fn resting_on_the_write_path(
         &[("COS_PASSIVATION_REST_AFTER", "off")],
     )
     .await?;
-    let ratio = with_resting.throughput() / without_resting.throughput().max(1.0);
+    let ratio = with_resting.load.throughput() / without_resting.load.throughput().max(1.0);
     Ok(Row {
         scenario: format!(
             "write path on {}, warmed up: default resting vs COS_PASSIVATION_REST_AFTER=off",
@@ -410,13 +410,34 @@ async fn resting_on_the_write_path(
         ),
         figure: format!(
             "resting: {}; off: {}",
-            describe(&with_resting),
-            describe(&without_resting)
+            with_resting.describe(),
+            without_resting.describe()
         ),
         ratio: format!("{ratio:.2} × off"),
         target: String::new(),
         verdict: Verdict::Informational,
     })
+}
+
+/// A measured write load and the CPU Chief of State spent on it.
+struct MeasuredLoad {
+    load: LoadResult,
+    cos_cpu: Option<std::time::Duration>,
+}
+
+impl MeasuredLoad {
+    /// The load's figures and, when the node's CPU could be read, its CPU per command: the steadier figure on
+    /// a noisy machine.
+    fn describe(&self) -> String {
+        let mut text = describe(&self.load);
+        if let Some(cpu) = self.cos_cpu
+            && self.load.operations > 0
+        {
+            let micros = cpu.as_secs_f64() * 1e6 / self.load.operations as f64;
+            text.push_str(&format!(", CoS CPU {micros:.0} µs per command"));
+        }
+        text
+    }
 }
 
 /// The write load on a fresh node with `settings`, after a warm-up that touches every entity.
@@ -425,7 +446,7 @@ async fn warm_write_load(
     handler_address: SocketAddr,
     config: &BenchConfig,
     settings: &[(&str, &str)],
-) -> anyhow::Result<LoadResult> {
+) -> anyhow::Result<MeasuredLoad> {
     let cos = start_cos(&store.environment, handler_address, settings).await?;
     let cos_channels = channels(cos.address, config.connections).await?;
     let warm_up = BenchConfig {
@@ -433,7 +454,13 @@ async fn warm_write_load(
         ..config.clone()
     };
     let _warmed = write_load(&cos_channels, &warm_up, spread_entity).await;
-    let measured = write_load(&cos_channels, config, spread_entity).await;
+    let cpu_before = cos.pid().and_then(|pid| process_cpu(pid).ok());
+    let load = write_load(&cos_channels, config, spread_entity).await;
+    let cos_cpu = cos
+        .pid()
+        .and_then(|pid| process_cpu(pid).ok())
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     cos.stop().await?;
-    Ok(measured)
+    Ok(MeasuredLoad { load, cos_cpu })
 }
