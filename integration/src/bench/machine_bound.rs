@@ -34,6 +34,14 @@ impl CpuPerOperation {
         })
     }
 
+    /// The same figures for a run on SQLite: a local PostgreSQL's idle ticks are not part of its cost.
+    pub fn without_postgres(self) -> Self {
+        Self {
+            postgres: 0.0,
+            ..self
+        }
+    }
+
     /// Everything but Chief of State: what a command costs the machine even if Chief of State were free.
     fn outside_cos(&self) -> f64 {
         self.handler + self.load_generator + self.postgres
@@ -99,6 +107,13 @@ mod tests {
             None
         );
         assert!(CpuPerOperation::of_run(&CpuSample::default(), 0).is_none());
+    }
+
+    #[test]
+    fn a_sqlite_run_counts_no_postgres_time() {
+        let sqlite = run(30.0, 30.0, 1.0).without_postgres();
+        assert_eq!(sqlite.postgres, 0.0);
+        assert!(!sqlite.describe().contains("PostgreSQL"));
     }
 
     #[test]

@@ -290,10 +290,18 @@ async fn write_scenarios(
     };
     let write_before = CpuSample::take(cos.pid(), handler.pid()).ok();
     let write = write_load(&cos_channels, config, spread_entity).await;
-    let write_cpu =
-        cpu_per_operation_since(write_before, cos.pid(), handler.pid(), write.operations);
-    let ratio = write.throughput() / ceiling.throughput().max(1.0);
     let is_postgres = store.name == "postgres";
+    let write_cpu =
+        cpu_per_operation_since(write_before, cos.pid(), handler.pid(), write.operations).map(
+            |cpu| {
+                if is_postgres {
+                    cpu
+                } else {
+                    cpu.without_postgres()
+                }
+            },
+        );
+    let ratio = write.throughput() / ceiling.throughput().max(1.0);
     let mut figure = describe(&write);
     let mut ratio_text = format!("{ratio:.2} × handler ceiling");
     if let Some(cpu) = &write_cpu {
