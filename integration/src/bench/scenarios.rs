@@ -85,27 +85,44 @@ async fn get_state_load(target: &[Channel], config: &BenchConfig) -> LoadResult 
     .await
 }
 
-/// A GetState load, and its figure with the serving process's CPU time per answered request: steadier than
-/// throughput on a noisy machine, and it tells work apart from waiting (hand-overs between threads).
+/// A load and the CPU one server process spent while it ran: steadier than throughput on a noisy machine, and
+/// it tells work apart from waiting (hand-overs between threads).
+struct MeasuredLoad {
+    load: LoadResult,
+    server_cpu: Option<std::time::Duration>,
+}
+
+impl MeasuredLoad {
+    /// Runs `load`, reading the CPU time of process `server_pid` before and after.
+    async fn run(server_pid: Option<u32>, load: impl Future<Output = LoadResult>) -> Self {
+        let cpu_before = server_pid.and_then(|pid| process_cpu(pid).ok());
+        let load = load.await;
+        let server_cpu = server_pid
+            .and_then(|pid| process_cpu(pid).ok())
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        Self { load, server_cpu }
+    }
+
+    /// The server's CPU per successful operation in microseconds, when it could be read.
+    fn server_micros_per_operation(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.load.operations > 0).then(|| cpu.as_secs_f64() * 1e6 / self.load.operations as f64)
+    }
+}
+
+/// A GetState load, and its figure with the serving process's CPU time per answered request.
 async fn get_state_measured(
     target: &[Channel],
     server_pid: Option<u32>,
     config: &BenchConfig,
 ) -> (LoadResult, String) {
-    let cpu_before = server_pid.and_then(|pid| process_cpu(pid).ok());
-    let result = get_state_load(target, config).await;
-    let cpu_used = server_pid
-        .and_then(|pid| process_cpu(pid).ok())
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
-    let mut figure = describe(&result);
-    if let Some(cpu_used) = cpu_used
-        && result.operations > 0
-    {
-        let micros = cpu_used.as_secs_f64() * 1e6 / result.operations as f64;
+    let measured = MeasuredLoad::run(server_pid, get_state_load(target, config)).await;
+    let mut figure = describe(&measured.load);
+    if let Some(micros) = measured.server_micros_per_operation() {
         figure.push_str(&format!("; server CPU {micros:.1} µs/op"));
     }
-    (result, figure)
+    (measured.load, figure)
 }
 
 /// One HandleCommand and one HandleEvent, as Chief of State makes them for a one-event command.
@@ -418,8 +435,8 @@ async fn resting_on_the_write_path(
         ),
         figure: format!(
             "resting: {}; off: {}",
-            with_resting.describe(),
-            without_resting.describe()
+            describe_with_cos_cpu(&with_resting),
+            describe_with_cos_cpu(&without_resting)
         ),
         ratio: format!("{ratio:.2} × off"),
         target: String::new(),
@@ -427,25 +444,13 @@ async fn resting_on_the_write_path(
     })
 }
 
-/// A measured write load and the CPU Chief of State spent on it.
-struct MeasuredLoad {
-    load: LoadResult,
-    cos_cpu: Option<std::time::Duration>,
-}
-
-impl MeasuredLoad {
-    /// The load's figures and, when the node's CPU could be read, its CPU per command: the steadier figure on
-    /// a noisy machine.
-    fn describe(&self) -> String {
-        let mut text = describe(&self.load);
-        if let Some(cpu) = self.cos_cpu
-            && self.load.operations > 0
-        {
-            let micros = cpu.as_secs_f64() * 1e6 / self.load.operations as f64;
-            text.push_str(&format!(", CoS CPU {micros:.0} µs per command"));
-        }
-        text
+/// A write load's figures and, when the node's CPU could be read, its CPU per command.
+fn describe_with_cos_cpu(measured: &MeasuredLoad) -> String {
+    let mut text = describe(&measured.load);
+    if let Some(micros) = measured.server_micros_per_operation() {
+        text.push_str(&format!(", CoS CPU {micros:.0} µs per command"));
     }
+    text
 }
 
 /// The write load on a fresh node with `settings`, after a warm-up that touches every entity.
@@ -462,13 +467,8 @@ async fn warm_write_load(
         ..config.clone()
     };
     let _warmed = write_load(&cos_channels, &warm_up, spread_entity).await;
-    let cpu_before = cos.pid().and_then(|pid| process_cpu(pid).ok());
-    let load = write_load(&cos_channels, config, spread_entity).await;
-    let cos_cpu = cos
-        .pid()
-        .and_then(|pid| process_cpu(pid).ok())
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
+    let measured =
+        MeasuredLoad::run(cos.pid(), write_load(&cos_channels, config, spread_entity)).await;
     cos.stop().await?;
-    Ok(MeasuredLoad { load, cos_cpu })
+    Ok(measured)
 }
