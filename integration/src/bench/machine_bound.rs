@@ -3,7 +3,8 @@
 //! The handler ceiling spends only the handler's and the load generator's CPU per operation; a command through
 //! Chief of State also spends the database's and Chief of State's, on the same cores. From the CPU each process
 //! used in the same run this module works out the rate a Chief of State that cost no CPU at all could reach,
-//! as a ratio to the ceiling: the most any implementation could show on this machine.
+//! as a ratio to the ceiling: about the most any implementation could show on this machine. It errs low, since
+//! the other processes would batch more per system call at a free Chief of State's higher rate.
 
 use super::cpu::CpuSample;
 
